@@ -1,0 +1,24 @@
+# VQDNA: learned DNA tokenizers (VQ-VAE, HRQ) -> MLM pretraining -> LoRA fine-tuning -> tables.
+# The demo:  snakemake --cores all            A cluster:  snakemake --cores all --profile slurm
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/download.smk"
+include: "workflow/rules/windows.smk"
+include: "workflow/rules/tokenizer.smk"
+include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/datasets.smk"
+include: "workflow/rules/finetune.smk"
+include: "workflow/rules/tables.smk"
+
+
+rule all:
+    input:
+        get_final_outputs,
+    default_target: True

@@ -1,0 +1,239 @@
+"""Labelled datasets: GUE CSV folders and genome classification, as {train,dev,test}.parquet."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pysam
+import pytest
+
+import vqdna
+from vqdna import VqdnaError
+from vqdna.download import fetch_genome
+from vqdna.finetune.datasets import DatasetSpec, prepare_dataset
+from vqdna.windows import WindowSettings, write_windows
+
+SPLITS = ("train", "dev", "test")
+GUE_TASKS = {"prom_core_notata": "gue/prom/prom_core_notata", "mouse_0": "gue/mouse/0"}
+GENOMES = {"lambda": "genomes/lambda_virus.fa", "sarscov2": "genomes/reference_seq.fasta"}
+TILE = 64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_mirror_from_environment():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("VQDNA_MIRROR", raising=False)
+        yield
+
+
+def _data_path(test_data: Path, relative: str) -> Path:
+    path = test_data / relative
+    if not path.exists():
+        pytest.fail(f"test data {path} is missing")
+    return path
+
+
+def _spec(dataset: str = "ds", **fields) -> DatasetSpec:
+    values = dict(
+        dataset=dataset, group="test", task="classification", num_labels=2, metric="mcc", max_length=128,
+        epochs=1, batch_size=8, learning_rate=1e-4, warmup_steps=0,
+    )
+    values.update(fields)
+    return DatasetSpec(**values)
+
+
+def _read_csv(path: Path) -> list[tuple[str, int]]:
+    with open(path, newline="") as handle:
+        reader = csv.reader(handle)
+        assert next(reader) == ["sequence", "label"]
+        return [(row[0], int(row[1])) for row in reader if row]
+
+
+def _rows(path: Path) -> list[tuple[str, int]]:
+    table = pq.read_table(path)
+    return list(zip(table.column("sequence").to_pylist(), table.column("label").to_pylist()))
+
+
+def _write_gue_folder(folder: Path, rows: dict[str, str]) -> Path:
+    """A GUE folder of tiny valid CSVs, with any split's text replaced by ``rows[split]``."""
+    folder.mkdir(parents=True)
+    for split in SPLITS:
+        text = rows.get(split, "sequence,label\nACGTACGT,0\nTTGGCCAA,1\nacgtnacg,1\n")
+        (folder / f"{split}.csv").write_text(text)
+    return folder
+
+
+# --- GUE CSVs ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task", GUE_TASKS)
+def test_gue_parquet_rows_and_labels_equal_the_csvs(test_data, tmp_path, task):
+    source = _data_path(test_data, GUE_TASKS[task])
+    counts = prepare_dataset(_spec(task, source=str(source)), tmp_path / task)
+    for split in SPLITS:
+        expected = _read_csv(source / f"{split}.csv")
+        rows = _rows(tmp_path / task / f"{split}.parquet")
+        assert counts[split] == len(rows) == len(expected)
+        assert {label for _, label in rows} == {label for _, label in expected} == {0, 1}
+        assert rows == [(sequence.upper(), label) for sequence, label in expected]
+
+
+def test_gue_parquet_schema_and_metadata(test_data, tmp_path):
+    source = _data_path(test_data, GUE_TASKS["mouse_0"])
+    prepare_dataset(_spec("mouse_0", source=str(source)), tmp_path)
+    for split in SPLITS:
+        path = tmp_path / f"{split}.parquet"
+        schema = pq.read_schema(path)
+        assert [(f.name, f.type) for f in schema] == [
+            ("sequence", pa.string()),
+            ("label", pa.int64()),
+            ("split", pa.dictionary(pa.int32(), pa.string())),
+        ]
+        metadata = {k.decode(): v.decode() for k, v in schema.metadata.items()}
+        assert metadata["vqdna.dataset"] == "mouse_0"
+        assert metadata["vqdna.schema_version"]
+        assert metadata["vqdna.producer"] == f"vqdna {vqdna.__version__}"
+        assert set(pq.read_table(path).column("split").to_pylist()) == {split}
+
+
+def test_max_train_samples_subsets_only_train_and_is_reproducible(test_data, tmp_path):
+    source = _data_path(test_data, GUE_TASKS["mouse_0"])
+    spec = _spec("mouse_0", source=str(source), max_train_samples=100, seed=7)
+    first = prepare_dataset(spec, tmp_path / "first")
+    second = prepare_dataset(spec, tmp_path / "second")
+    other_seed = prepare_dataset(_spec("mouse_0", source=str(source), max_train_samples=100, seed=8), tmp_path / "other")
+
+    assert first == second == other_seed
+    assert first["train"] == 100
+    train = _rows(tmp_path / "first" / "train.parquet")
+    assert train == _rows(tmp_path / "second" / "train.parquet")
+    assert train != _rows(tmp_path / "other" / "train.parquet")
+    full_train = Counter(_read_csv(source / "train.csv"))
+    assert not Counter(train) - full_train  # every picked row is a row of the CSV, none twice more than there
+    for split in ("dev", "test"):
+        assert _rows(tmp_path / "first" / f"{split}.parquet") == _read_csv(source / f"{split}.csv")
+
+
+BAD_DEV_CSVS = [
+    pytest.param("seq,lab\nACGT,0\n", ["header"], id="bad-header"),
+    pytest.param("", ["header"], id="empty-csv"),
+    pytest.param("sequence,label\nACGT,0\nACGT,2\n", ["line 3", "label 2"], id="label-too-large"),
+    pytest.param("sequence,label\nACGT,0\nACGT,-1\n", ["line 3", "label -1"], id="negative-label"),
+    pytest.param("sequence,label\nACGT,0\nACGT,one\n", ["line 3", "'one'"], id="label-not-an-integer"),
+    pytest.param("sequence,label\nACGT,0\nACXGT,1\n", ["line 3", "'X'"], id="invalid-character"),
+    pytest.param("sequence,label\nACGT,0\n\nAC GT,1\n", ["line 4", "' '"], id="space-after-blank-line"),
+    pytest.param("sequence,label\nACGT,0\nACGT\n", ["line 3"], id="missing-label"),
+]
+
+
+@pytest.mark.parametrize(("dev_text", "expected_parts"), BAD_DEV_CSVS)
+def test_bad_csv_is_a_one_line_error_naming_the_file_and_line(tmp_path, dev_text, expected_parts):
+    source = _write_gue_folder(tmp_path / "gue", {"dev": dev_text})
+    output = tmp_path / "out"
+    with pytest.raises(VqdnaError) as caught:
+        prepare_dataset(_spec(source=str(source)), output)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert str(source / "dev.csv") in message
+    for part in expected_parts:
+        assert part in message
+    assert not output.exists() or list(output.iterdir()) == []
+
+
+def test_missing_split_csv_is_an_error_naming_the_file(tmp_path):
+    source = _write_gue_folder(tmp_path / "gue", {})
+    (source / "test.csv").unlink()
+    with pytest.raises(VqdnaError, match="test.csv"):
+        prepare_dataset(_spec(source=str(source)), tmp_path / "out")
+
+
+def test_csv_sequences_follow_the_sequence_policy(tmp_path):
+    source = _write_gue_folder(tmp_path / "gue", {"train": "sequence,label\nacgtRYkmN,0\nACGT,1\n"})
+    prepare_dataset(_spec(source=str(source)), tmp_path / "out")
+    assert _rows(tmp_path / "out" / "train.parquet") == [("ACGTNNNNN", 0), ("ACGT", 1)]
+
+
+# --- genome classification ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def genome_windows(test_data, tmp_path_factory) -> dict[str, dict]:
+    """Windows of lambda and SARS-CoV-2 made by fetch_genome + write_windows, with each genome's sequence."""
+    folder = tmp_path_factory.mktemp("genome_windows")
+    settings = WindowSettings(length=256, step=256, dev_fraction=0.1, test_fraction=0.1)
+    made = {}
+    for genome, relative in GENOMES.items():
+        stored = folder / f"{genome}.fa.gz"
+        fetch_genome(genome, str(_data_path(test_data, relative)), stored)
+        windows = folder / f"{genome}.windows.parquet"
+        write_windows(stored, windows, genome, settings)
+        with pysam.FastaFile(str(stored)) as fasta:
+            sequence = "".join(fasta.fetch(name).upper() for name in fasta.references)
+        table = pq.read_table(windows)
+        by_split = {
+            split: [s for s, p in zip(table.column("sequence").to_pylist(), table.column("split").to_pylist()) if p == split]
+            for split in SPLITS
+        }
+        made[genome] = {"windows": windows, "sequence": sequence, "by_split": by_split}
+    return made
+
+
+def _classify(genome_windows, output: Path, genomes: str = "lambda,sarscov2", **fields) -> dict[str, list[tuple[str, int]]]:
+    spec = _spec("genomes", genomes=genomes, max_length=TILE, **fields)
+    windows = {genome: info["windows"] for genome, info in genome_windows.items()}
+    counts = prepare_dataset(spec, output, windows)
+    rows = {split: _rows(output / f"{split}.parquet") for split in SPLITS}
+    assert counts == {split: len(rows[split]) for split in SPLITS}
+    return rows
+
+
+@pytest.mark.parametrize("samples_per_genome", [None, 5])
+def test_genome_classification_is_balanced_in_every_split(genome_windows, tmp_path, samples_per_genome):
+    rows = _classify(genome_windows, tmp_path, samples_per_genome=samples_per_genome)
+    for split in SPLITS:
+        per_label = Counter(label for _, label in rows[split])
+        assert set(per_label) == {0, 1}
+        assert per_label[0] == per_label[1] > 0
+        if samples_per_genome:
+            assert per_label[0] == samples_per_genome
+        assert all(len(sequence) == TILE for sequence, _ in rows[split])
+
+
+@pytest.mark.parametrize("order", [("lambda", "sarscov2"), ("sarscov2", "lambda")])
+def test_genome_classification_labels_follow_the_genome_order(genome_windows, tmp_path, order):
+    rows = _classify(genome_windows, tmp_path, genomes=",".join(order))
+    for split in SPLITS:
+        for sequence, label in rows[split]:
+            own, other = genome_windows[order[label]], genome_windows[order[1 - label]]
+            assert any(sequence in window for window in own["by_split"][split]), (split, label)
+            assert sequence not in other["sequence"]
+
+
+def test_genome_classification_samples_appear_in_one_split_only(genome_windows, tmp_path):
+    rows = _classify(genome_windows, tmp_path)
+    sequences = {split: {sequence for sequence, _ in rows[split]} for split in SPLITS}
+    assert all(sequences.values())
+    assert not sequences["train"] & sequences["dev"]
+    assert not sequences["train"] & sequences["test"]
+    assert not sequences["dev"] & sequences["test"]
+
+
+def test_genome_classification_is_identical_on_two_runs_with_the_same_seed(genome_windows, tmp_path):
+    _classify(genome_windows, tmp_path / "first", seed=3)
+    _classify(genome_windows, tmp_path / "second", seed=3)
+    _classify(genome_windows, tmp_path / "other", seed=4)
+    for split in SPLITS:
+        first = pq.read_table(tmp_path / "first" / f"{split}.parquet")
+        assert first.equals(pq.read_table(tmp_path / "second" / f"{split}.parquet"), check_metadata=True)
+    assert not pq.read_table(tmp_path / "first" / "train.parquet").equals(pq.read_table(tmp_path / "other" / "train.parquet"))
+
+
+def test_genome_classification_without_windows_for_a_genome_is_an_error(genome_windows, tmp_path):
+    spec = _spec("genomes", genomes="lambda,sarscov2,ecoli", max_length=TILE)
+    windows = {genome: info["windows"] for genome, info in genome_windows.items()}
+    with pytest.raises(VqdnaError, match="ecoli"):
+        prepare_dataset(spec, tmp_path, windows)

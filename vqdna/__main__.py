@@ -1,0 +1,3 @@
+from vqdna.cli import main
+
+raise SystemExit(main())

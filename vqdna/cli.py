@@ -1,0 +1,206 @@
+"""``vqdna <subcommand>``: the entry point of every workflow rule, and of users.
+
+Each subcommand is one stage; ``vqdna <subcommand> --help`` documents it. User
+errors (bad input, checksum mismatch, wrong tokenizer) print one line and
+exit with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from vqdna import VqdnaError, __version__
+
+
+def _json(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected GENOME=PATH, got {text!r}")
+    return key, value
+
+
+def cmd_download(args: argparse.Namespace) -> None:
+    from vqdna.download import fetch_genome
+
+    record = fetch_genome(args.genome, args.source, args.output, sha256=args.sha256, mirror=args.mirror)
+    logging.info("%s: %d contigs, %d bp from %s (sha256 %s)", args.genome, record["contigs"], record["length"], record["fetched_from"], record["sha256"])
+
+
+def cmd_windows(args: argparse.Namespace) -> None:
+    from vqdna.windows import WindowSettings, write_windows
+
+    settings = WindowSettings(
+        length=args.length,
+        step=args.step,
+        max_n_fraction=args.max_n_fraction,
+        dev_fraction=args.dev_fraction,
+        test_fraction=args.test_fraction,
+        reverse_complement=args.reverse_complement,
+    )
+    counts = write_windows(args.fasta, args.output, args.genome, settings)
+    logging.info("%s: windows per split %s", args.genome, counts)
+
+
+def cmd_train_tokenizer(args: argparse.Namespace) -> None:
+    from vqdna.tokenizer.train import train_tokenizer
+
+    result = train_tokenizer(args.name, args.settings, args.windows, args.output, threads=args.threads, device=args.device)
+    levels = ", ".join(f"l{l['level']} usage {l['usage']:.3f} perplexity {l['perplexity']:.1f} probe {l['neighbour_probe']['mean']:.3f}" for l in result["levels"])
+    logging.info("tokenizer %s: held-out reconstruction %.4f; %s", args.name, result["reconstruction_accuracy"], levels)
+
+
+def cmd_tokenize(args: argparse.Namespace) -> None:
+    from vqdna.tokens import tokenize_windows
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    rows = tokenize_windows(args.tokenizer, args.name, args.windows, args.output, device=args.device)
+    logging.info("%s: %d windows tokenized", args.output, rows)
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from vqdna.lm.pretrain import pretrain
+
+    result = pretrain(args.name, args.settings, args.tokenizer, args.tokens, args.output, threads=args.threads, device=args.device)
+    logging.info("run %s: held-out masked-code accuracy per level %s", args.name, result["heldout_masked_accuracy"])
+
+
+def cmd_prepare_dataset(args: argparse.Namespace) -> None:
+    from vqdna.finetune.datasets import DatasetSpec, prepare_dataset
+
+    counts = prepare_dataset(DatasetSpec(**args.spec), args.output, {g: Path(p) for g, p in args.windows})
+    logging.info("dataset %s: rows per split %s", args.spec["dataset"], counts)
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from vqdna.finetune.datasets import DatasetSpec
+    from vqdna.finetune.train import finetune
+
+    result = finetune(
+        DatasetSpec(**args.spec), args.settings, args.seed, args.pretrained, args.tokenizer, args.dataset, args.output,
+        threads=args.threads, device=args.device,
+    )
+    logging.info("%s seed %d: test %s", result["dataset"], args.seed, result["test"])
+
+
+def cmd_tables(args: argparse.Namespace) -> None:
+    from vqdna.tables import write_tables
+
+    rows = write_tables(args.metrics, args.csv, args.markdown)
+    logging.info("%d rows written to %s and %s", len(rows), args.csv, args.markdown)
+
+
+def cmd_inspect(args: argparse.Namespace) -> None:
+    from vqdna.inspect import inspect_path
+
+    print(inspect_path(args.path, rows=args.rows))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from vqdna.windows import WindowSettings
+
+    parser = argparse.ArgumentParser(prog="vqdna", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"vqdna {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+
+    def add(name: str, func, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    def compute_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+        p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
+
+    p = add("download", cmd_download, "Fetch a genome (mirror first), check its sha256, store it bgzipped and faidx-indexed.")
+    p.add_argument("--genome", required=True, help="genome id (names the outputs)")
+    p.add_argument("--source", required=True, help="http(s)/ftp URL or local path of a FASTA (plain, gzip or bgzip)")
+    p.add_argument("--sha256", default=None, help="expected sha256 of the raw file; recorded when omitted")
+    p.add_argument("--mirror", default=None, help="offline mirror folder searched by file name first (default: $VQDNA_MIRROR)")
+    p.add_argument("--output", required=True, help="output .fa.gz (the .fai, .gzi and {genome}.source.json go beside it)")
+
+    p = add("windows", cmd_windows, "Cut a genome into fixed-length windows with train/dev/test regions, as Parquet.")
+    p.add_argument("--genome", required=True)
+    p.add_argument("--fasta", required=True, help="bgzip FASTA with .fai/.gzi (the output of 'vqdna download')")
+    p.add_argument("--output", required=True, help="output windows .parquet")
+    w = WindowSettings
+    p.add_argument("--length", type=int, default=w.length, help=f"window length in nt (default {w.length})")
+    p.add_argument("--step", type=int, default=w.step, help=f"distance between window starts (default {w.step})")
+    p.add_argument("--max-n-fraction", type=float, default=w.max_n_fraction, help=f"drop windows with a larger N fraction (default {w.max_n_fraction})")
+    p.add_argument("--dev-fraction", type=float, default=w.dev_fraction, help=f"share of each contig held out as dev (default {w.dev_fraction})")
+    p.add_argument("--test-fraction", type=float, default=w.test_fraction, help=f"share of each contig held out as test (default {w.test_fraction})")
+    p.add_argument("--reverse-complement", action="store_true", help="also emit every window's reverse complement")
+
+    p = add("train-tokenizer", cmd_train_tokenizer, "Train a VQ tokenizer on windows; save it with its held-out metrics.")
+    p.add_argument("--name", required=True, help="tokenizer name (the config's tokenizers: key)")
+    p.add_argument("--settings", type=_json, required=True, help="the tokenizer's config entry as JSON")
+    p.add_argument("--windows", nargs="+", required=True, help="windows .parquet files of its train_genomes")
+    p.add_argument("--output", required=True, help="output folder (config.json, model.safetensors, metrics.json, curves.csv)")
+    compute_options(p)
+
+    p = add("tokenize", cmd_tokenize, "Encode a windows file with a trained tokenizer into a token file.")
+    p.add_argument("--tokenizer", required=True, help="tokenizer folder")
+    p.add_argument("--name", required=True, help="tokenizer name, stamped into the file")
+    p.add_argument("--windows", required=True)
+    p.add_argument("--output", required=True)
+    compute_options(p)
+
+    p = add("pretrain", cmd_pretrain, "Masked-code pretraining of the encoder; saves the model with save_pretrained.")
+    p.add_argument("--name", required=True, help="run name (the config's runs: key)")
+    p.add_argument("--settings", type=_json, required=True, help="the run's config entry as JSON")
+    p.add_argument("--tokenizer", required=True, help="tokenizer folder the token files were made with")
+    p.add_argument("--tokens", nargs="+", required=True, help="token .parquet files of its pretrain_genomes")
+    p.add_argument("--output", required=True, help="output folder")
+    compute_options(p)
+
+    p = add("prepare-dataset", cmd_prepare_dataset, "Build a labelled dataset (GUE CSVs or genome classification) as Parquet splits.")
+    p.add_argument("--spec", type=_json, required=True, help="the dataset's row of the datasets sheet as JSON")
+    p.add_argument("--windows", type=_key_value, nargs="*", default=[], metavar="GENOME=PATH", help="windows files of a genome-classification dataset")
+    p.add_argument("--output", required=True, help="output folder ({train,dev,test}.parquet)")
+
+    p = add("finetune", cmd_finetune, "LoRA fine-tuning of a pretrained encoder on one dataset and seed.")
+    p.add_argument("--spec", type=_json, required=True, help="the dataset's row of the datasets sheet as JSON")
+    p.add_argument("--settings", type=_json, required=True, help="the config's finetune: block as JSON")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--pretrained", required=True, help="pretrained model folder")
+    p.add_argument("--tokenizer", required=True, help="tokenizer folder the model was pretrained with")
+    p.add_argument("--dataset", required=True, help="dataset folder ({train,dev,test}.parquet)")
+    p.add_argument("--output", required=True, help="output folder (metrics.json, predictions.parquet, adapter/)")
+    compute_options(p)
+
+    p = add("tables", cmd_tables, "Gather fine-tuning metrics into a results table (CSV and Markdown).")
+    p.add_argument("--csv", required=True)
+    p.add_argument("--markdown", required=True)
+    p.add_argument("metrics", nargs="*", help="metrics.json files of fine-tuning runs")
+
+    p = add("inspect", cmd_inspect, "Show a Parquet artifact: schema, row count, vqdna metadata and a few rows.")
+    p.add_argument("path")
+    p.add_argument("--rows", type=int, default=5, help="rows to show (default 5)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        args.func(args)
+    except VqdnaError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,142 @@
+"""Fetch a genome (URL or local path, offline mirror first), verify it, store it bgzipped and indexed.
+
+Order of work, so that nothing unverified is ever recompressed:
+1. find the raw file: ``{mirror}/{file name}`` if present, else the URL (http,
+   https, ftp) or local path of the genome sheet;
+2. sha256 of the raw bytes, checked against the sheet (or recorded when the
+   sheet gives none); a mismatch deletes the download and fails;
+3. validate + re-wrap + bgzip (:mod:`vqdna.genome`), faidx, then move the
+   ``.fa.gz``, ``.fai``, ``.gzi`` and ``.source.json`` into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+from vqdna import VqdnaError, __version__
+from vqdna.genome import index_fasta, write_bgzip_fasta
+
+MIRROR_ENV = "VQDNA_MIRROR"
+REMOTE_SCHEMES = ("http", "https", "ftp")
+_CHUNK = 1 << 20
+
+
+def is_remote(source: str) -> bool:
+    return urllib.parse.urlparse(source).scheme in REMOTE_SCHEMES
+
+
+def source_file_name(source: str) -> str:
+    """The file name a mirror is searched for: the last path component of the URL or path."""
+    path = urllib.parse.urlparse(source).path if is_remote(source) else source
+    return Path(urllib.parse.unquote(path)).name
+
+
+def resolve_mirror(mirror: str | None) -> Path | None:
+    """``mirror`` argument, else ``$VQDNA_MIRROR``, else none. A named but missing folder is an error."""
+    chosen = mirror or os.environ.get(MIRROR_ENV) or None
+    if chosen is None:
+        return None
+    folder = Path(chosen).expanduser()
+    if not folder.is_dir():
+        raise VqdnaError(f"mirror directory {folder} does not exist (config key 'mirror' or ${MIRROR_ENV})")
+    return folder
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(_CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download_file(url: str, destination: Path, *, attempts: int = 3, timeout: float = 60.0) -> None:
+    for attempt in range(1, attempts + 1):
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response, open(destination, "wb") as out:
+                shutil.copyfileobj(response, out, _CHUNK)
+            return
+        except (urllib.error.URLError, OSError) as err:
+            if isinstance(err, urllib.error.HTTPError) and 400 <= err.code < 500:
+                err.close()
+                raise VqdnaError(f"download of {url} failed: HTTP {err.code} {err.reason}") from None
+            if attempt == attempts:
+                raise VqdnaError(
+                    f"download of {url} failed after {attempts} attempts ({err}); "
+                    f"offline? put the file in a mirror directory (${MIRROR_ENV})"
+                ) from None
+            time.sleep(2**attempt)
+
+
+def fetch_genome(
+    genome: str,
+    source: str,
+    output: str | Path,
+    *,
+    sha256: str | None = None,
+    mirror: str | None = None,
+) -> dict:
+    """Produce ``output`` (``{genome}.fa.gz``) with ``.fai``, ``.gzi`` and ``{genome}.source.json``.
+
+    Returns the provenance record written to the sidecar.
+    """
+    output = Path(output)
+    sidecar = output.with_name(f"{genome}.source.json")
+    expected = sha256.lower().strip() if sha256 else None
+    mirror_dir = resolve_mirror(mirror)
+    name = source_file_name(source)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{genome}.download-", dir=output.parent))
+    try:
+        mirrored = mirror_dir / name if mirror_dir is not None else None
+        if mirrored is not None and mirrored.is_file():
+            raw, origin = mirrored, str(mirrored)
+        elif is_remote(source):
+            raw, origin = work / name, source
+            download_file(source, raw)
+        else:
+            raw, origin = Path(source).expanduser(), source
+            if not raw.is_file():
+                raise VqdnaError(f"genome {genome}: source {source} is neither a URL nor an existing file")
+
+        actual = sha256_of(raw)
+        if expected is not None and actual != expected:
+            raise VqdnaError(
+                f"genome {genome}: sha256 mismatch for {origin} (expected {expected}, got {actual}); "
+                "the download was deleted: fix the sheet's sha256 or the source"
+            )
+
+        fasta = work / output.name
+        contigs = write_bgzip_fasta(raw, fasta, label=origin)
+        index_fasta(fasta)
+        record = {
+            "genome": genome,
+            "source": source,
+            "fetched_from": origin,
+            "sha256": actual,
+            "sha256_checked": expected is not None,
+            "bytes": raw.stat().st_size,
+            "contigs": len(contigs),
+            "length": sum(c.length for c in contigs),
+            "fetched_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "producer": f"vqdna {__version__}",
+        }
+        (work / sidecar.name).write_text(json.dumps(record, indent=2) + "\n")
+        # The FASTA and its indexes first, the sidecar last.
+        for suffix in (".fai", ".gzi"):
+            os.replace(work / (output.name + suffix), output.with_name(output.name + suffix))
+        os.replace(fasta, output)
+        os.replace(work / sidecar.name, sidecar)
+        return record
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,192 @@
+"""Labelled datasets: one row of the datasets sheet -> ``{train,dev,test}.parquet`` (sequence, label, split).
+
+Two kinds of source:
+- GUE-format CSVs (``sequence,label`` with a header; ``train.csv``, ``dev.csv``,
+  ``test.csv``) in a local folder or under a URL prefix;
+- genome classification (``source`` empty, ``genomes`` listing genome ids): the
+  label is the genome's position in that list; samples are ``max_length`` tiles
+  of each genome's windows of the same split (so splits come from disjoint
+  regions and nothing leaks), the same number per genome (balanced).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from vqdna import VqdnaError
+from vqdna.download import download_file, is_remote, sha256_of
+from vqdna.genome import base_ids, normalise_sequence
+from vqdna.io import SPLITS, dataset_schema, parquet_writer, with_metadata
+
+TASKS = ("classification", "regression")
+
+
+@dataclass
+class DatasetSpec:
+    """One row of the datasets sheet (``config/datasets.tsv``); columns of the same names."""
+
+    dataset: str
+    group: str
+    task: str
+    num_labels: int
+    metric: str
+    max_length: int
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    warmup_steps: int
+    source: str = ""
+    sha256: str = ""
+    genomes: str = ""  # genome classification: comma-separated genome ids, in label order
+    samples_per_genome: int | None = None  # genome classification: cap per genome and split
+    max_train_samples: int | None = None  # a seeded subset of the train split (dev/test stay whole)
+    seed: int = 0
+
+    @property
+    def genome_list(self) -> list[str]:
+        return [g.strip() for g in self.genomes.split(",") if g.strip()]
+
+
+def _read_csv_split(text: str, where: str, spec: DatasetSpec) -> tuple[list[str], list]:
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if header is None or [h.strip().lower() for h in header[:2]] != ["sequence", "label"]:
+        raise VqdnaError(f"{where} line 1: expected a header 'sequence,label', found {header!r}")
+    sequences, labels = [], []
+    for row_no, row in enumerate(reader, start=2):
+        if not row:
+            continue
+        if len(row) < 2:
+            raise VqdnaError(f"{where} line {row_no}: expected 'sequence,label', found {row!r}")
+        sequence, label = row[0].strip(), row[1].strip()
+        try:
+            base_ids(sequence)
+        except VqdnaError as err:
+            raise VqdnaError(f"{where} line {row_no}: {err}") from None
+        try:
+            value = float(label) if spec.task == "regression" else int(label)
+        except ValueError:
+            raise VqdnaError(f"{where} line {row_no}: label {label!r} is not a {'number' if spec.task == 'regression' else 'class index'}") from None
+        if spec.task == "classification" and not 0 <= value < spec.num_labels:
+            raise VqdnaError(f"{where} line {row_no}: label {value} outside 0..{spec.num_labels - 1} (num_labels {spec.num_labels})")
+        sequences.append(normalise_sequence(sequence))
+        labels.append(value)
+    if not sequences:
+        raise VqdnaError(f"{where}: no rows")
+    return sequences, labels
+
+
+def _fetch_csv_splits(spec: DatasetSpec) -> dict[str, tuple[str, str, str]]:
+    """split -> (text, sha256, where it came from), from a local folder or a URL prefix."""
+    out = {}
+    for split in SPLITS:
+        if is_remote(spec.source):
+            url = spec.source.rstrip("/") + f"/{split}.csv"
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / f"{split}.csv"
+                download_file(url, path)
+                out[split] = (path.read_text(), sha256_of(path), url)
+        else:
+            path = Path(spec.source).expanduser() / f"{split}.csv"
+            if not path.is_file():
+                raise VqdnaError(f"dataset {spec.dataset}: {path} not found (a GUE folder holds train.csv, dev.csv, test.csv)")
+            out[split] = (path.read_text(), sha256_of(path), str(path))
+    return out
+
+
+def _genome_tiles(windows_path: Path, split: str, length: int) -> list[str]:
+    """Non-overlapping ``length`` tiles inside the windows of one split, each tile once."""
+    table = pq.read_table(windows_path, columns=["contig", "start", "strand", "sequence"], filters=[("split", "==", split)])
+    table = table.filter(pc.equal(table.column("strand"), 1))
+    seen, tiles = set(), []
+    for contig, start, sequence in zip(
+        table.column("contig").to_pylist(), table.column("start").to_pylist(), table.column("sequence").to_pylist()
+    ):
+        first = -(-start // length) * length  # tiles on one grid per contig, so overlapping windows share them
+        for tile_start in range(first, start + len(sequence) - length + 1, length):
+            if (contig, tile_start) not in seen:
+                seen.add((contig, tile_start))
+                tiles.append(sequence[tile_start - start : tile_start - start + length])
+    return tiles
+
+
+def _genome_classification(spec: DatasetSpec, windows: dict[str, Path]) -> dict[str, tuple[list[str], list[int]]]:
+    missing = [g for g in spec.genome_list if g not in windows]
+    if missing:
+        raise VqdnaError(f"dataset {spec.dataset}: no windows given for genome(s) {', '.join(missing)}")
+    rng = np.random.default_rng(spec.seed)
+    out = {}
+    for split in SPLITS:
+        tiles = {g: _genome_tiles(windows[g], split, spec.max_length) for g in spec.genome_list}
+        per_genome = min(len(t) for t in tiles.values())
+        if spec.samples_per_genome:
+            per_genome = min(per_genome, spec.samples_per_genome)
+        if per_genome == 0:
+            empty = [g for g, t in tiles.items() if not t]
+            raise VqdnaError(
+                f"dataset {spec.dataset}: genome(s) {', '.join(empty)} have no {spec.max_length}-nt tile in the "
+                f"{split} split; lower max_length or raise the windows' {split} fraction"
+            )
+        sequences, labels = [], []
+        for label, genome in enumerate(spec.genome_list):
+            pick = rng.choice(len(tiles[genome]), per_genome, replace=False)
+            sequences += [tiles[genome][i] for i in sorted(pick)]
+            labels += [label] * per_genome
+        order = rng.permutation(len(sequences))
+        out[split] = ([sequences[i] for i in order], [labels[i] for i in order])
+    return out
+
+
+def prepare_dataset(spec: DatasetSpec, output_dir: str | Path, windows: dict[str, Path] | None = None) -> dict[str, int]:
+    """Write ``{output_dir}/{split}.parquet`` for every split; returns row counts."""
+    if spec.task not in TASKS:
+        raise VqdnaError(f"dataset {spec.dataset}: task must be one of {TASKS}, got {spec.task!r}")
+    provenance: dict = {"dataset": spec.dataset}
+    if spec.genome_list:
+        splits = _genome_classification(spec, windows or {})
+        provenance["genomes"] = spec.genome_list
+    elif spec.source:
+        fetched = _fetch_csv_splits(spec)
+        splits = {}
+        for split, (text, digest, where) in fetched.items():
+            splits[split] = _read_csv_split(text, where, spec)
+        provenance["source"] = spec.source
+        provenance["source_sha256"] = {split: digest for split, (_, digest, _) in fetched.items()}
+    else:
+        raise VqdnaError(f"dataset {spec.dataset}: give either a source (CSV folder or URL) or genomes")
+
+    if spec.max_train_samples and len(splits["train"][0]) > spec.max_train_samples:
+        sequences, labels = splits["train"]
+        pick = np.sort(np.random.default_rng(spec.seed).choice(len(sequences), spec.max_train_samples, replace=False))
+        splits["train"] = ([sequences[i] for i in pick], [labels[i] for i in pick])
+        provenance["train_subset"] = spec.max_train_samples
+
+    counts = {}
+    schema = dataset_schema(spec.task)
+    for split, (sequences, labels) in splits.items():
+        table = pa.table(
+            {
+                "sequence": pa.array(sequences, pa.string()),
+                "label": pa.array(labels, schema.field("label").type),
+                "split": pa.DictionaryArray.from_arrays(pa.array(np.zeros(len(labels), np.int32)), pa.array([split])),
+            },
+            schema=with_metadata(schema, **provenance, task=spec.task, num_labels=str(spec.num_labels)),
+        )
+        with parquet_writer(Path(output_dir) / f"{split}.parquet", table.schema) as writer:
+            writer.write_table(table)
+        counts[split] = table.num_rows
+    return counts
+
+
+def read_split(path: str | Path) -> tuple[list[str], np.ndarray]:
+    table = pq.read_table(path, columns=["sequence", "label"])
+    return table.column("sequence").to_pylist(), table.column("label").to_numpy()

@@ -1,0 +1,252 @@
+"""Stage 3: LoRA fine-tuning of a pretrained encoder on one dataset and seed.
+
+Frozen tokenizer -> codes; pretrained encoder with LoRA adapters (peft) and an
+MLP head on mean-pooled states; AdamW with linear warm-up and decay; the dev
+split is scored after every epoch and the best epoch's adapters and head are
+kept; the test split is scored once, at the end, with that best state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+from peft import LoraConfig, get_peft_model
+from tqdm import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from vqdna import VqdnaError
+from vqdna.finetune.datasets import DatasetSpec, read_split
+from vqdna.finetune.metrics import classification_metrics, regression_metrics
+from vqdna.io import atomic_dir, parquet_writer, with_metadata, write_json
+from vqdna.lm.modeling import VqdnaForSequenceClassification
+from vqdna.tokenizer.api import Tokenizer, best_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoraSettings:
+    """LoRA hyper-parameters (not published by the paper): rank 8, alpha 16, on all attention projections."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["query", "key", "value", "dense"])
+
+
+@dataclass
+class FinetuneSettings:
+    """The ``finetune:`` block of the config, less ``runs`` and ``seeds`` (the workflow expands those)."""
+
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    weight_decay: float = 0.01
+    gradient_checkpointing: bool = False
+    eval_batch_size: int = 128
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> "FinetuneSettings":
+        settings = {k: v for k, v in settings.items() if k not in ("runs", "seeds")}
+        lora = LoraSettings(**settings.pop("lora", {}))
+        return cls(lora=lora, **settings)
+
+
+def weights_fingerprint(named_tensors: dict[str, torch.Tensor], prefix: str = "vqdna.") -> str:
+    """sha256 over the encoder's tensors (names under ``prefix``), in name order.
+
+    peft's wrapping is undone in the names (``base_model.model.`` and
+    ``.base_layer``) and LoRA tensors are left out, so a fine-tuned model's
+    frozen base hashes equal to the pretrained model it was loaded from.
+    """
+    digest = hashlib.sha256()
+    cleaned = {}
+    for name, tensor in named_tensors.items():
+        name = name.removeprefix("base_model.model.").replace(".base_layer.", ".")
+        if name.startswith(prefix) and "lora_" not in name and "modules_to_save" not in name:
+            cleaned[name] = tensor
+    for name in sorted(cleaned):
+        digest.update(name.encode())
+        digest.update(cleaned[name].detach().cpu().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _pad_batch(codes: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sequence (levels, L) -> input_ids (B, L_max, levels), attention_mask (B, L_max)."""
+    levels, longest = codes[0].shape[0], max(c.shape[1] for c in codes)
+    input_ids = np.zeros((len(codes), longest, levels), dtype=np.int64)
+    attention = np.zeros((len(codes), longest), dtype=bool)
+    for i, c in enumerate(codes):
+        input_ids[i, : c.shape[1]] = c.T
+        attention[i, : c.shape[1]] = True
+    return torch.as_tensor(input_ids, device=device), torch.as_tensor(attention, device=device)
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, codes: list[np.ndarray], batch_size: int, device: torch.device) -> np.ndarray:
+    model.eval()
+    out = []
+    for i in range(0, len(codes), batch_size):
+        input_ids, attention = _pad_batch(codes[i : i + batch_size], device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out.append(model(input_ids=input_ids, attention_mask=attention).logits.float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def score(spec: DatasetSpec, logits: np.ndarray, labels: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
+    if spec.task == "regression":
+        predictions = logits[:, 0]
+        return regression_metrics(labels, predictions), predictions
+    predictions = logits.argmax(-1)
+    return classification_metrics(labels, predictions), predictions
+
+
+def _check_targets(model: torch.nn.Module, targets: list[str]) -> None:
+    names = [name for name, _ in model.named_modules()]
+    missing = [t for t in targets if not any(re.search(rf"(^|\.){re.escape(t)}$", n) for n in names)]
+    if missing:
+        raise VqdnaError(
+            f"finetune.lora.target_modules: {', '.join(missing)} not found in the encoder; "
+            "its linear layers are query, key, value, dense, intermediate, output"
+        )
+
+
+def _encode(tokenizer: Tokenizer, sequences: list[str], max_length: int) -> list[np.ndarray]:
+    return tokenizer.encode([s[:max_length] for s in sequences])
+
+
+def finetune(
+    spec: DatasetSpec,
+    settings: dict,
+    seed: int,
+    pretrained_dir: str | Path,
+    tokenizer_dir: str | Path,
+    dataset_dir: str | Path,
+    output_dir: str | Path,
+    *,
+    threads: int | None = None,
+    device: str | None = None,
+) -> dict:
+    """Fine-tune on ``dataset_dir`` and write metrics.json, predictions.parquet and adapter/ to ``output_dir``."""
+    options = FinetuneSettings.from_settings(settings)
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    device = torch.device(device) if device else best_device()
+
+    model = VqdnaForSequenceClassification.from_pretrained(
+        pretrained_dir,
+        num_labels=spec.num_labels if spec.task == "classification" else 1,
+        problem_type="regression" if spec.task == "regression" else "single_label_classification",
+    )
+    tokenizer = Tokenizer.load(tokenizer_dir, device=device)
+    if model.config.tokenizer_hash != tokenizer.hash:
+        raise VqdnaError(
+            f"{pretrained_dir} was pretrained on tokenizer {model.config.tokenizer_hash} but {tokenizer_dir} "
+            f"is {tokenizer.hash}; rerun pretraining with this tokenizer"
+        )
+    _check_targets(model, options.lora.target_modules)
+    if options.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    lora = LoraConfig(
+        task_type="SEQ_CLS",
+        r=options.lora.r,
+        lora_alpha=options.lora.alpha,
+        lora_dropout=options.lora.dropout,
+        target_modules=options.lora.target_modules,
+        modules_to_save=["classifier"],
+    )
+    model = get_peft_model(model, lora).to(device)
+    dataset_dir = Path(dataset_dir)
+    data = {}
+    for split in ("train", "dev", "test"):
+        sequences, labels = read_split(dataset_dir / f"{split}.parquet")
+        data[split] = (sequences, labels, _encode(tokenizer, sequences, spec.max_length))
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=options.weight_decay)
+    train_sequences, train_labels, train_codes = data["train"]
+    steps_per_epoch = -(-len(train_codes) // spec.batch_size)
+    schedule = get_linear_schedule_with_warmup(optimizer, spec.warmup_steps, steps_per_epoch * spec.epochs)
+    label_dtype = torch.float32 if spec.task == "regression" else torch.long
+    log.info(
+        "%s seed %d: %d train / %d dev / %d test, %d epochs x %d steps, %.2fM trainable parameters, %s",
+        spec.dataset, seed, len(train_codes), len(data["dev"][2]), len(data["test"][2]),
+        spec.epochs, steps_per_epoch, sum(p.numel() for p in trainable) / 1e6, device,
+    )
+
+    started = time.time()
+    history, best_score, best_state = [], -np.inf, None
+    for epoch in range(1, spec.epochs + 1):
+        model.train()
+        order = rng.permutation(len(train_codes))
+        losses = []
+        for i in tqdm(range(0, len(order), spec.batch_size), desc=f"{spec.dataset} epoch {epoch}", mininterval=10):
+            rows = order[i : i + spec.batch_size]
+            input_ids, attention = _pad_batch([train_codes[r] for r in rows], device)
+            labels = torch.as_tensor(train_labels[rows], device=device, dtype=label_dtype)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+        dev_metrics, _ = score(spec, predict_logits(model, data["dev"][2], options.eval_batch_size, device), data["dev"][1])
+        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), **{f"dev_{k}": v for k, v in dev_metrics.items()}})
+        log.info("epoch %d %s", epoch, history[-1])
+        if dev_metrics[spec.metric] > best_score:
+            best_score, best_epoch = dev_metrics[spec.metric], epoch
+            best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name in best_state:
+                parameter.copy_(best_state[name])
+    test_logits = predict_logits(model, data["test"][2], options.eval_batch_size, device)
+    test_metrics, predictions = score(spec, test_logits, data["test"][1])
+    result = {
+        "dataset": spec.dataset,
+        "group": spec.group,
+        "task": spec.task,
+        "metric": spec.metric,
+        "seed": seed,
+        "test": test_metrics,
+        "best_epoch": best_epoch,
+        "best_dev": best_score,
+        "history": history,
+        "train_seconds": round(time.time() - started, 1),
+        "pretrained": str(pretrained_dir),
+        "tokenizer_hash": tokenizer.hash,
+        "base_weights_sha256": weights_fingerprint(dict(model.named_parameters())),
+        "lora": asdict(options.lora),
+    }
+    log.info("%s seed %d test %s", spec.dataset, seed, test_metrics)
+    with atomic_dir(output_dir) as tmp:
+        model.save_pretrained(tmp / "adapter")
+        _write_predictions(tmp / "predictions.parquet", spec, data["test"][1], predictions, test_logits)
+        write_json(tmp / "metrics.json", result)
+    return result
+
+
+def _write_predictions(path: Path, spec: DatasetSpec, labels: np.ndarray, predictions: np.ndarray, logits: np.ndarray) -> None:
+    """Test-split predictions, row ``index`` of test.parquet each."""
+    table = pa.table(
+        {
+            "index": pa.array(np.arange(len(labels)), pa.int64()),
+            "label": pa.array(labels),
+            "prediction": pa.array(predictions),
+            "logits": pa.array(list(logits.astype(np.float32))),
+        }
+    )
+    schema = with_metadata(table.schema, dataset=spec.dataset)
+    with parquet_writer(path, schema) as writer:
+        writer.write_table(table.replace_schema_metadata(schema.metadata))

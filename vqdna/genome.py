@@ -1,0 +1,159 @@
+"""FASTA in (plain, gzip or bgzip), validated, re-wrapped, bgzip-compressed and faidx-indexed.
+
+The stored genome keeps the source's letters (soft-masking and IUPAC codes
+included) so it stays a faithful reference; the sequence policy that turns
+letters into model input (uppercase, ambiguity codes to N) is applied when
+windows are cut (:func:`normalise_sequence`).
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import pysam
+
+from vqdna import VqdnaError
+
+LINE_WIDTH = 60  # faidx needs every line of a record but the last to have the same width
+
+IUPAC_AMBIGUOUS = "NRYKMSWBDHV"
+_ALLOWED_BYTES = ("ACGT" + IUPAC_AMBIGUOUS).encode()
+_ALLOWED_BYTES += _ALLOWED_BYTES.lower()
+
+# Sequence policy: uppercase; every IUPAC ambiguity letter becomes N.
+_POLICY = str.maketrans(
+    {**{c.lower(): c for c in "ACGT"}, **{c: "N" for c in IUPAC_AMBIGUOUS + IUPAC_AMBIGUOUS.lower()}}
+)
+
+
+BASES = "ACGTN"  # model alphabet; ids 0..4 in this order
+_BASE_IDS = np.full(256, 255, dtype=np.uint8)
+_BASE_IDS[np.frombuffer(BASES.encode(), dtype=np.uint8)] = np.arange(len(BASES))
+_BASE_LETTERS = np.frombuffer(BASES.encode(), dtype=np.uint8)
+
+
+def normalise_sequence(sequence: str) -> str:
+    """Apply the sequence policy: uppercase, IUPAC ambiguity letters to N."""
+    return sequence.translate(_POLICY)
+
+
+def base_ids(sequence: str) -> np.ndarray:
+    """Text -> uint8 ids 0..4 over ACGTN (sequence policy applied first)."""
+    ids = _BASE_IDS[np.frombuffer(normalise_sequence(sequence).encode("ascii", "replace"), dtype=np.uint8)]
+    if (ids == 255).any():
+        bad = sequence[int(np.argmax(ids == 255))]
+        raise VqdnaError(f"invalid character {bad!r} in sequence (allowed: A C G T and IUPAC codes)")
+    return ids
+
+
+def bases_from_ids(ids: np.ndarray) -> str:
+    return _BASE_LETTERS[ids].tobytes().decode()
+
+
+@dataclass(frozen=True)
+class Contig:
+    name: str
+    length: int
+
+
+def open_maybe_gzip(path: str | Path) -> BinaryIO:
+    """Open plain, gzip or bgzip (a multi-member gzip) for binary reading."""
+    with open(path, "rb") as probe:
+        magic = probe.read(2)
+    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
+
+
+def _not_fasta_reason(first_line: bytes) -> str:
+    if first_line.startswith(b"@"):
+        return "it looks like FASTQ (first line starts with '@')"
+    if first_line.startswith(b"LOCUS"):
+        return "it looks like GenBank (first line starts with 'LOCUS')"
+    return f"the first line does not start with '>' ({first_line[:40]!r})"
+
+
+def write_bgzip_fasta(source: str | Path, destination: str | Path, *, label: str | None = None) -> list[Contig]:
+    """Validate ``source`` and write it bgzip-compressed, re-wrapped to 60 columns.
+
+    ``label`` names the file in error messages (defaults to ``source``). Errors
+    name the file and line: non-FASTA input, empty files, headers without a
+    name, duplicate contig names, characters outside ACGT + IUPAC codes
+    (digits, spaces, punctuation). CRLF line endings and trailing blanks are
+    accepted.
+    """
+    label = label or str(source)
+    contigs: list[Contig] = []
+    seen: dict[str, int] = {}
+    pending = bytearray()
+    name: str | None = None
+    length = 0
+
+    out = pysam.BGZFile(str(destination), "wb")
+    try:
+
+        def flush(final: bool) -> None:
+            whole = len(pending) if final else len(pending) - len(pending) % LINE_WIDTH
+            if whole:
+                lines = [pending[i : i + LINE_WIDTH] for i in range(0, whole, LINE_WIDTH)]
+                out.write(b"\n".join(lines) + b"\n")
+                del pending[:whole]
+
+        with open_maybe_gzip(source) as handle:
+            try:
+                for line_no, raw in enumerate(handle, start=1):
+                    line = raw.rstrip()  # CRLF and trailing blanks; blanks inside stay errors
+                    if line.startswith(b">"):
+                        if name is not None:
+                            flush(final=True)
+                            contigs.append(Contig(name, length))
+                        words = line[1:].split()
+                        if not words:
+                            raise VqdnaError(f"{label} line {line_no}: FASTA header without a name")
+                        name = words[0].decode(errors="replace")
+                        if name in seen:
+                            raise VqdnaError(
+                                f"{label} line {line_no}: duplicate contig name {name!r} "
+                                f"(first seen on line {seen[name]})"
+                            )
+                        seen[name] = line_no
+                        length = 0
+                        out.write(line + b"\n")
+                    elif name is None:
+                        if line.strip():
+                            raise VqdnaError(f"{label}: not a FASTA file: {_not_fasta_reason(line)}")
+                    else:
+                        bad = line.translate(None, _ALLOWED_BYTES)
+                        if bad:
+                            column = next(i for i, c in enumerate(line, 1) if c not in _ALLOWED_BYTES)
+                            raise VqdnaError(
+                                f"{label} line {line_no}: invalid character {chr(bad[0])!r} in sequence "
+                                f"at column {column} (allowed: A C G T and IUPAC codes {IUPAC_AMBIGUOUS})"
+                            )
+                        pending += line
+                        length += len(line)
+                        if len(pending) >= 1 << 20:
+                            flush(final=False)
+            except (OSError, EOFError) as err:  # truncated or corrupt gzip
+                raise VqdnaError(f"{label}: cannot be read as plain or gzip text ({err})") from None
+        if name is None:
+            raise VqdnaError(f"{label}: empty file, no FASTA record found")
+        flush(final=True)
+        contigs.append(Contig(name, length))
+    finally:
+        out.close()
+    if sum(c.length for c in contigs) == 0:
+        raise VqdnaError(f"{label}: FASTA records hold no sequence")
+    return contigs
+
+
+def index_fasta(path: str | Path) -> None:
+    """Write ``.fai`` and ``.gzi`` beside a bgzip FASTA (samtools faidx via pysam)."""
+    pysam.faidx(str(path))
+
+
+def read_contigs(path: str | Path) -> list[Contig]:
+    with pysam.FastaFile(str(path)) as fasta:
+        return [Contig(n, l) for n, l in zip(fasta.references, fasta.lengths)]

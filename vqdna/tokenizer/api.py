@@ -1,0 +1,144 @@
+"""The tokenizer as users and the pipeline see it: encode, decode, embed, save, load, hash.
+
+A saved tokenizer is a directory with ``config.json`` (architecture) and
+``model.safetensors`` (weights and codebook buffers). Its content hash, the
+sha256 of those two files, is stamped into every token file made with it and
+checked by every consumer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from vqdna import VqdnaError, __version__
+from vqdna.genome import base_ids, bases_from_ids
+from vqdna.tokenizer.convnext import NUM_BASES
+from vqdna.tokenizer.vq import VQVAE, VQConfig
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+MODEL_TYPES = {"vq": (VQConfig, VQVAE)}
+
+
+def onehot(ids: torch.Tensor) -> torch.Tensor:
+    """(B, L) base ids -> (B, L, 5) float one-hot."""
+    return torch.nn.functional.one_hot(ids.long(), NUM_BASES).float()
+
+
+def tokenizer_hash(directory: str | Path) -> str:
+    """sha256 of config.json + model.safetensors: the tokenizer's identity."""
+    directory = Path(directory)
+    digest = hashlib.sha256()
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        path = directory / name
+        if not path.is_file():
+            raise VqdnaError(f"{directory}: not a saved tokenizer ({name} missing)")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def best_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Tokenizer:
+    """A trained VQ tokenizer. ``encode`` -> codes per level; ``decode`` -> sequences; ``embed`` -> vectors."""
+
+    def __init__(self, model: VQVAE, *, hash: str | None = None, device: torch.device | str | None = None):
+        self.device = torch.device(device) if device is not None else best_device()
+        self.model = model.to(self.device).eval()
+        self.config = model.config
+        self.hash = hash
+
+    @property
+    def level_sizes(self) -> list[int]:
+        return self.config.level_sizes
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.level_sizes)
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.config.dim
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> str:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {"producer": f"vqdna {__version__}", **asdict(self.config)}
+        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        save_file(state, directory / WEIGHTS_FILE, metadata={"format": "pt"})
+        self.hash = tokenizer_hash(directory)
+        return self.hash
+
+    @classmethod
+    def load(cls, directory: str | Path, device: torch.device | str | None = None) -> "Tokenizer":
+        directory = Path(directory)
+        digest = tokenizer_hash(directory)
+        raw = json.loads((directory / CONFIG_FILE).read_text())
+        raw.pop("producer", None)
+        kind = raw.get("type")
+        if kind not in MODEL_TYPES:
+            raise VqdnaError(f"{directory / CONFIG_FILE}: unknown tokenizer type {kind!r}")
+        config_class, model_class = MODEL_TYPES[kind]
+        model = model_class(config_class(**raw))
+        model.load_state_dict(load_file(directory / WEIGHTS_FILE))
+        return cls(model, hash=digest, device=device)
+
+    # -- batched encode / decode / embed --------------------------------------------------------
+    @torch.no_grad()
+    def encode_ids(self, ids: np.ndarray) -> list[np.ndarray]:
+        """Equal-length base ids (N, L) -> codes per level, each (N, L) int64."""
+        x = onehot(torch.as_tensor(ids, device=self.device))
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            codes = self.model.encode(x)
+        return [c.cpu().numpy() for c in codes]
+
+    def encode(self, sequences: list[str], batch_size: int = 256) -> list[np.ndarray]:
+        """Sequences -> per sequence an array (levels, length) of codes.
+
+        Sequences are batched by exact length, so a sequence's codes never depend
+        on what it was batched with (the convolutions see no padding).
+        """
+        by_length: dict[int, list[int]] = defaultdict(list)
+        for i, s in enumerate(sequences):
+            by_length[len(s)].append(i)
+        out: list[np.ndarray | None] = [None] * len(sequences)
+        for length, members in by_length.items():
+            for b in range(0, len(members), batch_size):
+                chunk = members[b : b + batch_size]
+                if length == 0:
+                    codes = [np.zeros((len(chunk), 0), np.int64)] * self.num_levels
+                else:
+                    codes = self.encode_ids(np.stack([base_ids(sequences[i]) for i in chunk]))
+                for j, i in enumerate(chunk):
+                    out[i] = np.stack([level[j] for level in codes])
+        return out  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def embed(self, codes: list[np.ndarray]) -> list[np.ndarray]:
+        """Per sequence codes (levels, L) -> the tokenizer embedding (L, D), float32."""
+        return [
+            self.model.embed([torch.as_tensor(c[n], device=self.device)[None] for n in range(len(c))])[0].float().cpu().numpy()
+            for c in codes
+        ]
+
+    @torch.no_grad()
+    def decode(self, codes: list[np.ndarray]) -> list[str]:
+        """Per sequence codes (levels, L) -> the reconstructed nucleotides."""
+        out = []
+        for c in codes:
+            logits = self.model.decode([torch.as_tensor(c[n], device=self.device)[None].long() for n in range(len(c))])
+            out.append(bases_from_ids(logits[0].argmax(-1).cpu().numpy()))
+        return out

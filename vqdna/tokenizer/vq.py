@@ -1,0 +1,235 @@
+"""VQ-VAE tokenizer: ConvNeXt encoder, EMA codebook, straight-through estimator, decoder (eqs. 1-5).
+
+The codebook is written by hand rather than taken from vector-quantize-pytorch
+because three properties matter here and are not its defaults: (1) the
+nearest-code search runs in fp32 even under bf16 autocast (eq. 1 ties flip in
+bf16); (2) dead-code restarts are gradual (a few codes per step, drawn where the
+quantization error is largest) so usage does not swing as it does with bulk
+restarts; (3) restart candidates are drawn from encoder outputs gathered across
+ranks with a generator keyed by (seed, step), so every DDP rank holds the same
+codebook and a 2-rank run equals a 1-process run on the same global batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from vqdna.tokenizer.convnext import NUM_BASES, ConvNeXtDecoder, ConvNeXtEncoder
+
+
+@dataclass
+class VQConfig:
+    """Architecture of a VQ-VAE tokenizer. Defaults are the paper's sizes."""
+
+    type: str = "vq"
+    codebook_size: int = 512  # K
+    width: int = 384
+    depth: int = 6
+    code_dim: int | None = None  # None: the width (Table 7b sweeps 256-1024 with projections)
+    stem_kernel: int = 5
+    kernel_size: int = 7
+    mlp_ratio: int = 4
+    beta: float = 0.5  # eq. 4 commitment weight
+    ema_decay: float = 0.99  # eq. 5; not published, 0.99 as in VQ-VAE-2 / Jukebox
+    ema_eps: float = 1e-5  # Laplace smoothing of cluster sizes
+    # A code is dead when its EMA count falls below this fraction of the mean count per code.
+    dead_code_threshold: float = 0.03
+    # At most this fraction of K is restarted per step: gradual, so usage does not swing.
+    restart_fraction: float = 0.005
+    seed: int = 0  # keys the restart draws (with the step)
+
+    @property
+    def dim(self) -> int:
+        return self.code_dim or self.width
+
+    @property
+    def level_sizes(self) -> list[int]:
+        return [self.codebook_size]
+
+
+def nearest_code(z: torch.Tensor, embed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 1: M_i = argmin_k ||Z_i - e(k)||_2, in fp32. z (N, D), embed (K, D) -> (indices (N,), sq. distance (N,))."""
+    with torch.autocast(device_type=z.device.type, enabled=False):
+        z, embed = z.float(), embed.float()
+        distance = z.pow(2).sum(1, keepdim=True) - 2 * z @ embed.t() + embed.pow(2).sum(1)[None, :]
+        best, indices = distance.min(dim=1)
+    return indices, best.clamp_min(0)
+
+
+def _all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def _all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
+class EMACodebook(nn.Module):
+    """K code vectors e(k) learned by exponential moving averages (eq. 5) instead of L_code."""
+
+    def __init__(
+        self,
+        codebook_size: int,
+        dim: int,
+        *,
+        decay: float = 0.99,
+        eps: float = 1e-5,
+        dead_code_threshold: float = 0.03,
+        restart_fraction: float = 0.005,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.codebook_size, self.dim = codebook_size, dim
+        self.decay, self.eps = decay, eps
+        self.dead_code_threshold, self.restart_fraction, self.seed = dead_code_threshold, restart_fraction, seed
+        self.restarts_enabled = True
+        self.register_buffer("embed", torch.randn(codebook_size, dim))
+        self.register_buffer("cluster_size", torch.zeros(codebook_size))
+        self.register_buffer("embed_avg", self.embed.clone())
+        self.register_buffer("initialized", torch.tensor(False))
+        self.register_buffer("step", torch.tensor(0, dtype=torch.long))
+        self.last_restarts = 0
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """Eq. 2: Z~ = e(M)."""
+        return F.embedding(indices, self.embed)
+
+    def _generator(self) -> torch.Generator:
+        # Keyed by (seed, step): identical on every rank and after a resume, no state to carry.
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.step))
+
+    @torch.no_grad()
+    def _initialize(self, z: torch.Tensor) -> None:
+        """Data-dependent init: K encoder outputs drawn from the (gathered) first batch."""
+        candidates = _all_gather_cat(z)
+        pick = torch.randint(len(candidates), (self.codebook_size,), generator=self._generator()).to(z.device)
+        self.embed.copy_(candidates[pick])
+        self.embed_avg.copy_(self.embed)
+        self.cluster_size.fill_(1.0)
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def _ema_update(self, z: torch.Tensor, indices: torch.Tensor) -> None:
+        """Eq. 5 with Laplace smoothing; counts and sums are all-reduced so ranks agree."""
+        onehot = F.one_hot(indices, self.codebook_size).type(z.dtype)  # (N, K)
+        counts = _all_reduce_sum(onehot.sum(0))
+        sums = _all_reduce_sum(onehot.t() @ z)  # (K, D)
+        self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.embed_avg.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+        total = self.cluster_size.sum()
+        smoothed = (self.cluster_size + self.eps) / (total + self.codebook_size * self.eps) * total
+        self.embed.copy_(self.embed_avg / smoothed[:, None])
+
+    @torch.no_grad()
+    def _restart_dead_codes(self, z: torch.Tensor, distance: torch.Tensor) -> int:
+        """Move up to ``restart_fraction * K`` dead codes onto poorly quantized encoder outputs.
+
+        Candidates are drawn with probability proportional to their squared
+        quantization error (as k-means++ seeds), so restarted codes split the
+        clusters that reconstruct worst instead of landing where codes already are.
+        """
+        mean_count = self.cluster_size.sum() / self.codebook_size
+        dead = torch.nonzero(self.cluster_size < self.dead_code_threshold * mean_count).flatten()
+        budget = max(1, math.ceil(self.restart_fraction * self.codebook_size))
+        if len(dead) == 0:
+            return 0
+        generator = self._generator()
+        dead = dead[torch.randperm(len(dead), generator=generator)[:budget].to(dead.device)]
+        candidates, weights = _all_gather_cat(z), _all_gather_cat(distance)
+        pick = torch.multinomial(weights.cpu().double() + 1e-12, len(dead), replacement=False, generator=generator)
+        pick = pick.to(z.device)
+        self.embed[dead] = candidates[pick]
+        self.cluster_size[dead] = self.dead_code_threshold * mean_count * 2
+        self.embed_avg[dead] = self.embed[dead] * self.cluster_size[dead, None]
+        return len(dead)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """z (B, L, D) -> (straight-through quantized (B, L, D), codes (B, L), commitment loss)."""
+        flat = z.reshape(-1, self.dim)
+        if self.training and not bool(self.initialized):
+            self._initialize(flat.detach().float())
+        indices, distance = nearest_code(flat.detach(), self.embed)
+        quantized = self.lookup(indices).view_as(z).to(z.dtype)
+        if self.training:
+            self._ema_update(flat.detach().float(), indices)
+            self.last_restarts = (
+                self._restart_dead_codes(flat.detach().float(), distance) if self.restarts_enabled else 0
+            )
+            self.step += 1
+        commitment = F.mse_loss(z, quantized.detach())  # eq. 4: ||Z - sg[Z~]||^2 (mean over elements)
+        quantized = z + (quantized - z).detach()  # straight-through estimator: dL/dZ := dL/dZ~
+        return quantized, indices.view(z.shape[:-1]), commitment
+
+
+@dataclass
+class TokenizerOutput:
+    logits: torch.Tensor  # (B, L, 5) reconstruction X^
+    codes: list[torch.Tensor]  # per level, (B, L)
+    loss: torch.Tensor | None = None
+    reconstruction_loss: torch.Tensor | None = None
+    commitment_loss: torch.Tensor | None = None
+
+
+class VQVAE(nn.Module):
+    """X -> Z = E(X) -> M (eq. 1) -> Z~ = e(M) (eq. 2) -> X^ = G(Z~) (eq. 3); loss eq. 4."""
+
+    def __init__(self, config: VQConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        self.encoder = ConvNeXtEncoder(c.width, c.depth, stem_kernel=c.stem_kernel, kernel_size=c.kernel_size, mlp_ratio=c.mlp_ratio)
+        self.to_code = nn.Linear(c.width, c.dim) if c.dim != c.width else nn.Identity()
+        self.codebook = EMACodebook(
+            c.codebook_size,
+            c.dim,
+            decay=c.ema_decay,
+            eps=c.ema_eps,
+            dead_code_threshold=c.dead_code_threshold,
+            restart_fraction=c.restart_fraction,
+            seed=c.seed,
+        )
+        self.from_code = nn.Linear(c.dim, c.width) if c.dim != c.width else nn.Identity()
+        self.decoder = ConvNeXtDecoder(c.width, c.depth, kernel_size=c.kernel_size, mlp_ratio=c.mlp_ratio)
+
+    @property
+    def codebooks(self) -> list[EMACodebook]:
+        return [self.codebook]
+
+    def forward(self, onehot: torch.Tensor, targets: torch.Tensor | None = None) -> TokenizerOutput:
+        z = self.to_code(self.encoder(onehot)[-1])  # Z = E(X), (B, L, D)
+        z_q, codes, commitment = self.codebook(z)  # eqs. 1-2 with straight-through gradients
+        logits = self.decoder(self.from_code(z_q))  # eq. 3: X^ = G(Z~)
+        if targets is None:
+            return TokenizerOutput(logits, [codes])
+        reconstruction = F.cross_entropy(logits.reshape(-1, NUM_BASES), targets.reshape(-1))
+        loss = reconstruction + self.config.beta * commitment  # eq. 4 (code term replaced by EMA)
+        return TokenizerOutput(logits, [codes], loss, reconstruction, commitment)
+
+    @torch.no_grad()
+    def encode(self, onehot: torch.Tensor) -> list[torch.Tensor]:
+        """Codes per level, each (B, L)."""
+        z = self.to_code(self.encoder(onehot)[-1])
+        indices, _ = nearest_code(z.reshape(-1, z.shape[-1]), self.codebook.embed)
+        return [indices.view(z.shape[:-1])]
+
+    @torch.no_grad()
+    def embed(self, codes: list[torch.Tensor]) -> torch.Tensor:
+        """The tokenizer embedding of codes: Z~ = e(M), (B, L, D)."""
+        return self.codebook.lookup(codes[0])
+
+    @torch.no_grad()
+    def decode(self, codes: list[torch.Tensor]) -> torch.Tensor:
+        """Logits over A,C,G,T,N, (B, L, 5)."""
+        return self.decoder(self.from_code(self.embed(codes)))

@@ -1,0 +1,22 @@
+rule download_genome:
+    output:
+        fasta="resources/genomes/{genome}.fa.gz",
+        fai="resources/genomes/{genome}.fa.gz.fai",
+        gzi="resources/genomes/{genome}.fa.gz.gzi",
+        source="resources/genomes/{genome}.source.json",
+    log:
+        "logs/download_genome/{genome}.log",
+    localrule: True
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=120,
+    params:
+        source=get_genome_source,
+        sha256=get_genome_sha256,
+    shell:
+        "{VQDNA} download --genome {wildcards.genome} --source {params.source:q}"
+        " --sha256={params.sha256:q} --mirror={MIRROR:q} --output {output.fasta}"
+        " > {log} 2>&1"

@@ -1,0 +1,27 @@
+rule finetune:
+    input:
+        unpack(get_finetune_inputs),
+    output:
+        metrics="results/finetune/{run}/{dataset}/seed{seed}/metrics.json",
+        predictions="results/finetune/{run}/{dataset}/seed{seed}/predictions.parquet",
+    log:
+        "logs/finetune/{run}/{dataset}/seed{seed}.log",
+    conda:
+        ENV
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=12 * 60,
+    params:
+        spec=get_dataset_spec,
+        settings=get_finetune_settings,
+        tokenizer=tokenizer_folder,
+        pretrained=pretrained_folder,
+        dataset=dataset_folder,
+        folder=output_folder,
+    shell:
+        "{VQDNA} finetune --spec {params.spec:q} --settings {params.settings:q} --seed {wildcards.seed}"
+        " --pretrained {params.pretrained} --tokenizer {params.tokenizer}"
+        " --dataset {params.dataset} --output {params.folder}"
+        " --threads {threads} > {log} 2>&1"

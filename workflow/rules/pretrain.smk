@@ -1,0 +1,24 @@
+rule pretrain_mlm:
+    input:
+        unpack(get_pretrain_inputs),
+    output:
+        model="results/pretrain/{run}/model.safetensors",
+        config="results/pretrain/{run}/config.json",
+        metrics="results/pretrain/{run}/metrics.json",
+    log:
+        "logs/pretrain_mlm/{run}.log",
+    conda:
+        ENV
+    threads: 8
+    resources:
+        gpu=1,
+        mem_mb=32000,
+        runtime=3 * 24 * 60,
+    params:
+        settings=get_run_settings,
+        tokenizer=tokenizer_folder,
+        folder=output_folder,
+    shell:
+        "{VQDNA} pretrain --name {wildcards.run} --settings {params.settings:q}"
+        " --tokenizer {params.tokenizer} --tokens {input.tokens} --output {params.folder}"
+        " --threads {threads} > {log} 2>&1"

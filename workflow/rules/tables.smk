@@ -1,0 +1,16 @@
+rule make_tables:
+    input:
+        get_finetune_metrics,
+    output:
+        csv="results/tables/summary.csv",
+        markdown="results/tables/summary.md",
+    log:
+        "logs/make_tables/summary.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "{VQDNA} tables --csv {output.csv} --markdown {output.markdown} {input} > {log} 2>&1"

@@ -1,0 +1,20 @@
+rule make_windows:
+    input:
+        fasta="resources/genomes/{genome}.fa.gz",
+        fai="resources/genomes/{genome}.fa.gz.fai",
+        gzi="resources/genomes/{genome}.fa.gz.gzi",
+    output:
+        "results/windows/{genome}.parquet",
+    log:
+        "logs/make_windows/{genome}.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=120,
+    params:
+        options=get_window_options(),
+    shell:
+        "{VQDNA} windows --genome {wildcards.genome} --fasta {input.fasta} --output {output}"
+        " {params.options} > {log} 2>&1"
