@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 
 @pytest.fixture(scope="session")
@@ -14,7 +18,124 @@ def test_data() -> Path:
     value = os.environ.get("VQDNA_TEST_DATA")
     if not value:
         pytest.skip("VQDNA_TEST_DATA not set")
-    folder = Path(value)
+    folder = Path(value).resolve()
     if not folder.is_dir():
         pytest.fail(f"VQDNA_TEST_DATA={value} is not a folder; missing test data is an error, not a skip")
     return folder
+
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOW_GENOMES = ["ecoli_k12", "lambda_phage", "sars_cov_2", "human_mt"]
+
+
+def workflow_config(test_data: Path) -> dict:
+    """The tiny real-data config the workflow test runs: four genomes through the mirror, K=512, two datasets."""
+    return {
+        "genomes": "config/genomes.tsv",
+        "datasets": "config/datasets.tsv",
+        "mirror": str(test_data / "genomes"),
+        "windows": {"length": 512, "step": 512, "max_n_fraction": 0.1, "dev_fraction": 0.1, "test_fraction": 0.1},
+        "tokenizers": {
+            "vq512": {
+                "type": "vq",
+                "train_genomes": ["ecoli_k12", "lambda_phage"],
+                "codebook_size": 512,
+                "width": 64,
+                "steps": 400,
+                "batch_size": 64,
+                "crop_length": 128,
+                "learning_rate": 2.0e-3,
+                "warmup_steps": 50,
+                "restart_free_steps": 200,
+                "heldout_windows": 512,
+                "probe_windows": 2048,
+            }
+        },
+        "runs": {
+            "tiny": {
+                "tokenizer": "vq512",
+                "pretrain_genomes": WORKFLOW_GENOMES,
+                "encoder": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 256},
+                "steps": 100,
+                "batch_size": 32,
+                "max_length": 128,
+                "learning_rate": 1.0e-3,
+                "warmup_steps": 10,
+                "log_every": 20,
+                "heldout_windows": 128,
+            }
+        },
+        "finetune": {"runs": ["tiny"], "seeds": [0], "lora": {"r": 8, "alpha": 16, "dropout": 0.05}},
+    }
+
+
+DATASET_COLUMNS = [
+    "dataset", "group", "task", "num_labels", "metric", "source", "genomes",
+    "max_train_samples", "max_length", "epochs", "batch_size", "learning_rate", "warmup_steps",
+]
+
+
+def workflow_datasets(test_data: Path) -> list[dict]:
+    prom = test_data / "gue" / "prom" / "prom_core_notata"
+    return [
+        # GUE core promoters: a 3000-row training subset, the full real dev and test splits.
+        dict(dataset="prom_core_notata", group="CPD", task="classification", num_labels=2, metric="mcc",
+             source=str(prom), genomes="", max_train_samples=3000, max_length=70, epochs=2, batch_size=32,
+             learning_rate=1e-3, warmup_steps=20),
+        dict(dataset="phage_vs_virus", group="SPECIES", task="classification", num_labels=2, metric="mcc",
+             source="", genomes="lambda_phage,sars_cov_2", max_train_samples="", max_length=64, epochs=1,
+             batch_size=32, learning_rate=1e-3, warmup_steps=5),
+    ]
+
+
+@dataclass
+class WorkflowRun:
+    workdir: Path
+    config: dict
+    datasets: list[dict]
+    output: str
+
+    def path(self, relative: str) -> Path:
+        return self.workdir / relative
+
+
+def snakemake_command(workdir: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+        "--configfile", str(workdir / "config" / "config.yaml"), "--cores", "2", *extra,
+    ]
+
+
+def snakemake_env() -> dict:
+    """Rules call `python -m vqdna`: put this interpreter's folder first on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("VQDNA_MIRROR", None)  # the config's mirror key is what the test exercises
+    return env
+
+
+@pytest.fixture(scope="session")
+def workflow_run(test_data, tmp_path_factory) -> WorkflowRun:
+    """One real Snakemake run of the tiny config, shared by every test that reads its outputs."""
+    for relative in ["genomes", "gue/prom/prom_core_notata/test.csv"]:
+        if not (test_data / relative).exists():
+            pytest.fail(f"test data missing: {test_data / relative}")
+    workdir = tmp_path_factory.mktemp("workflow")
+    (workdir / "config").mkdir()
+    config = workflow_config(test_data)
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    with open(REPO / "config" / "genomes.tsv") as handle:
+        lines = handle.read().splitlines()
+    rows = [lines[0]] + [line for line in lines[1:] if line.split("\t")[0] in WORKFLOW_GENOMES]
+    (workdir / "config" / "genomes.tsv").write_text("\n".join(rows) + "\n")
+    datasets = workflow_datasets(test_data)
+    sheet = ["\t".join(DATASET_COLUMNS)] + ["\t".join(str(d[c]) for c in DATASET_COLUMNS) for d in datasets]
+    (workdir / "config" / "datasets.tsv").write_text("\n".join(sheet) + "\n")
+
+    result = subprocess.run(
+        snakemake_command(workdir), cwd=workdir, env=snakemake_env(), capture_output=True, text=True, timeout=3600
+    )
+    if result.returncode != 0:
+        logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in sorted((workdir / "logs").rglob("*.log")))
+        pytest.fail(f"snakemake failed ({result.returncode}):\n{result.stderr[-4000:]}\n{logs}")
+    return WorkflowRun(workdir, config, datasets, result.stderr)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import gzip
-import math
 import shutil
-from fractions import Fraction
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,6 +15,8 @@ import vqdna
 from vqdna import VqdnaError
 from vqdna.download import fetch_genome
 from vqdna.windows import WindowSettings, write_windows
+
+from helpers import expected_windows
 
 LAMBDA = "genomes/lambda_virus.fa"
 CHR22 = "genomes/22_20-21M.fa"
@@ -96,27 +96,6 @@ def _rows(table: pa.Table) -> list[dict]:
     return table.to_pylist()
 
 
-def _expected_windows(sequences: dict[str, str], settings: WindowSettings) -> list[tuple[str, int, str]]:
-    """(contig, start, split) of every window the settings imply, computed with exact fractions."""
-    dev, test = Fraction(str(settings.dev_fraction)), Fraction(str(settings.test_fraction))
-    max_n = Fraction(str(settings.max_n_fraction))
-    expected = []
-    for contig, sequence in sequences.items():
-        length = len(sequence)
-        train_end = math.floor(length * (1 - dev - test))
-        dev_end = math.floor(length * (1 - test))
-        regions = [("train", 0, train_end), ("dev", train_end, dev_end), ("test", dev_end, length)]
-        for start in range(0, length, settings.step):
-            end = start + settings.length
-            inside = [split for split, a, b in regions if a <= start and end <= b]
-            if not inside:
-                continue
-            n_count = sum(1 for base in sequence[start:end].upper() if base not in "ACGT")
-            if Fraction(n_count, settings.length) <= max_n:
-                expected.append((contig, start, inside[0]))
-    return expected
-
-
 def _reverse_complement(sequence: str) -> str:
     return "".join(COMPLEMENT[base] for base in reversed(sequence))
 
@@ -131,7 +110,7 @@ def test_windows_of_lambda_match_pysams_fetch_of_the_original_file(lambda_genome
     settings = WindowSettings(length=512, step=300)
     _, table = _windows(lambda_genome.stored, tmp_path / "w.parquet", "lambda", settings)
     rows = _rows(table)
-    assert len(rows) == len(_expected_windows(lambda_genome.sequences, settings))
+    assert len(rows) == len(expected_windows(lambda_genome.sequences, settings))
     with pysam.FastaFile(str(lambda_genome.original)) as original:
         for row in rows:
             assert row["sequence"] == original.fetch(row["contig"], row["start"], row["end"]), row["start"]
@@ -177,7 +156,7 @@ def test_plain_gzip_ecoli_is_stored_exactly_and_windowed(test_data, tmp_path):
 
     settings = WindowSettings(length=4096, step=4096)
     counts, table = _windows(stored, tmp_path / "ecoli.parquet", "ecoli", settings)
-    expected = _expected_windows({contig: sequence.upper()}, settings)
+    expected = expected_windows({contig: sequence.upper()}, settings)
     assert sum(counts.values()) == table.num_rows == len(expected)
     assert [(r["start"], r["split"]) for r in _rows(table.select(["start", "split"]))] == [(s, p) for _, s, p in expected]
     first = table.slice(0, 1).to_pylist()[0]
@@ -189,7 +168,7 @@ def test_plain_gzip_ecoli_is_stored_exactly_and_windowed(test_data, tmp_path):
 def test_window_counts_equal_what_contig_lengths_and_settings_imply(genomes, genome_name, settings_name, tmp_path):
     genome, settings = genomes[genome_name], SETTINGS[settings_name]
     counts, table = _windows(genome.stored, tmp_path / "w.parquet", genome.genome, settings)
-    expected = _expected_windows(genome.sequences, settings)
+    expected = expected_windows(genome.sequences, settings)
     assert expected, "the settings must leave some window"
     rows = [(r["contig"], r["start"], r["split"]) for r in _rows(table.select(["contig", "start", "split"]))]
     assert rows == expected

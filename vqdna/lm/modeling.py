@@ -131,6 +131,16 @@ class VqdnaPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _no_split_modules = ["VqdnaLayer"]
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        # transformers materializes loaded weights as new Parameters that require grad: re-freeze the codebooks.
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        for module in model.modules():
+            if isinstance(module, VqdnaEmbeddings) and module.frozen:
+                module.code_embeddings.requires_grad_(False)
+        return loaded
+
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         if isinstance(module, VqdnaEmbeddings):

@@ -176,9 +176,9 @@ def train_tokenizer(
             curves.append(
                 {
                     "step": step,
-                    "loss": float(out.loss),
-                    "reconstruction_loss": float(out.reconstruction_loss),
-                    "commitment_loss": float(out.commitment_loss),
+                    "loss": out.loss.item(),
+                    "reconstruction_loss": out.reconstruction_loss.item(),
+                    "commitment_loss": out.commitment_loss.item(),
                     "batch_reconstruction_accuracy": metrics.reconstruction_accuracy(predicted, batch),
                     "batch_usage": metrics.usage(codes, model_config.level_sizes[0]),
                     "batch_perplexity": metrics.perplexity(codes, model_config.level_sizes[0]),
@@ -188,8 +188,8 @@ def train_tokenizer(
                 }
             )
             log.info("step %d %s", step, {k: round(v, 4) for k, v in curves[-1].items() if k != "step"})
-        if not math.isfinite(float(out.loss)):
-            raise VqdnaError(f"tokenizer {name}: loss became {float(out.loss)} at step {step}; lower learning_rate")
+        if not math.isfinite(out.loss.item()):
+            raise VqdnaError(f"tokenizer {name}: loss became {out.loss.item()} at step {step}; lower learning_rate")
 
     model.eval()
     result = measure(tokenizer, probe_train, heldout)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -108,7 +109,8 @@ class EMACodebook(nn.Module):
 
     def _generator(self) -> torch.Generator:
         # Keyed by (seed, step): identical on every rank and after a resume, no state to carry.
-        return torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.step))
+        key = np.random.SeedSequence([self.seed, int(self.step)]).generate_state(1, dtype=np.uint64)[0]
+        return torch.Generator().manual_seed(int(key))
 
     @torch.no_grad()
     def _initialize(self, z: torch.Tensor) -> None:
@@ -146,8 +148,9 @@ class EMACodebook(nn.Module):
         if len(dead) == 0:
             return 0
         generator = self._generator()
-        dead = dead[torch.randperm(len(dead), generator=generator)[:budget].to(dead.device)]
         candidates, weights = _all_gather_cat(z), _all_gather_cat(distance)
+        budget = min(budget, len(candidates))
+        dead = dead[torch.randperm(len(dead), generator=generator)[:budget].to(dead.device)]
         pick = torch.multinomial(weights.cpu().double() + 1e-12, len(dead), replacement=False, generator=generator)
         pick = pick.to(z.device)
         self.embed[dead] = candidates[pick]

@@ -8,22 +8,26 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-
 validate(config, "../schemas/config.schema.yaml")
 
 SPLITS = ["train", "dev", "test"]
 
-# Rules reach the package through the workflow's folder, so they also run in
-# conda envs that carry only the dependencies (Snakemake copies env files
-# elsewhere, which breaks a relative `pip: -e .`).
-VQDNA = (
-    f"PYTHONPATH={shlex.quote(workflow.basedir)}${{PYTHONPATH:+:$PYTHONPATH}} python -m vqdna"
-)
 ENV = "../../envs/vqdna.yaml"
 
-# Read at run time and formatted into shell commands, not params: switching
-# the mirror reruns nothing.
-MIRROR = config["mirror"]
+# Every rule calls `python -m vqdna`. It reaches the package through the
+# workflow's folder, so it also runs in conda envs that carry only the
+# dependencies (Snakemake copies env files elsewhere, which breaks a relative
+# `pip: -e .`). The mirror is exported here, read at run time and not a
+# param: switching it reruns nothing. A prefix is not part of a rule's code,
+# so moving the repository reruns nothing either.
+_shell_prefix = [
+    "set -euo pipefail;",
+    # (a prefix is formatted like a shell command: doubled braces stay literal)
+    f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}};",
+]
+if config["mirror"]:
+    _shell_prefix.append(f"export VQDNA_MIRROR={shlex.quote(config['mirror'])};")
+shell.prefix(f"{' '.join(_shell_prefix)} ")
 
 _INTEGER_COLUMNS = {
     "num_labels",
@@ -55,7 +59,9 @@ def read_sheet(path, schema, key):
             except (ValueError, WorkflowError) as err:
                 raise WorkflowError(f"{path} row {number}: {err}") from None
             if row[key] in rows:
-                raise WorkflowError(f"{path} row {number}: duplicate {key} {row[key]!r}")
+                raise WorkflowError(
+                    f"{path} row {number}: duplicate {key} {row[key]!r}"
+                )
             rows[row[key]] = row
     if not rows:
         raise WorkflowError(f"sheet {path} has no rows")
@@ -81,16 +87,22 @@ for _name, _tokenizer in TOKENIZERS.items():
     _check_genomes(f"tokenizers.{_name}.train_genomes", _tokenizer["train_genomes"])
 for _name, _run in RUNS.items():
     if _run["tokenizer"] not in TOKENIZERS:
-        raise WorkflowError(f"runs.{_name}.tokenizer: no tokenizer named {_run['tokenizer']!r}")
+        raise WorkflowError(
+            f"runs.{_name}.tokenizer: no tokenizer named {_run['tokenizer']!r}"
+        )
     _check_genomes(f"runs.{_name}.pretrain_genomes", _run["pretrain_genomes"])
 for _run in FINETUNE["runs"]:
     if _run not in RUNS:
         raise WorkflowError(f"finetune.runs: no run named {_run!r}")
 for _name, _dataset in DATASETS.items():
     _genomes = [g for g in _dataset.get("genomes", "").split(",") if g.strip()]
-    _check_genomes(f"{config['datasets']} dataset {_name}", [g.strip() for g in _genomes])
+    _check_genomes(
+        f"{config['datasets']} dataset {_name}", [g.strip() for g in _genomes]
+    )
     if not _genomes and not _dataset.get("source"):
-        raise WorkflowError(f"{config['datasets']} dataset {_name}: give a source or genomes")
+        raise WorkflowError(
+            f"{config['datasets']} dataset {_name}: give a source or genomes"
+        )
 
 
 def _alternatives(names):
@@ -121,7 +133,7 @@ def get_window_options():
     """The config's `windows:` keys as `vqdna windows` flags (unset keys take the package defaults)."""
     flags = []
     for key, value in sorted(config["windows"].items()):
-        flag = "--" + key.replace("_", "-")
+        flag = f"--{key.replace('_', '-')}"
         if isinstance(value, bool):
             flags += [flag] if value else []
         else:
@@ -144,7 +156,10 @@ def get_tokenizer_settings(wildcards):
 
 def tokenizer_files(tokenizer):
     folder = f"results/tokenizers/{tokenizer}"
-    return {"tokenizer_config": f"{folder}/config.json", "tokenizer_model": f"{folder}/model.safetensors"}
+    return {
+        "tokenizer_config": f"{folder}/config.json",
+        "tokenizer_model": f"{folder}/model.safetensors",
+    }
 
 
 def get_tokenizer_of_rule(wildcards):
@@ -168,16 +183,23 @@ def get_run_settings(wildcards):
 
 
 def get_dataset_genomes(wildcards):
-    return [g.strip() for g in DATASETS[wildcards.dataset].get("genomes", "").split(",") if g.strip()]
+    return [
+        g.strip()
+        for g in DATASETS[wildcards.dataset].get("genomes", "").split(",")
+        if g.strip()
+    ]
 
 
 def get_dataset_windows(wildcards):
-    return expand("results/windows/{genome}.parquet", genome=get_dataset_genomes(wildcards))
+    return expand(
+        "results/windows/{genome}.parquet", genome=get_dataset_genomes(wildcards)
+    )
 
 
 def get_dataset_windows_args(wildcards):
     return " ".join(
-        shlex.quote(f"{g}=results/windows/{g}.parquet") for g in get_dataset_genomes(wildcards)
+        shlex.quote(f"{g}=results/windows/{g}.parquet")
+        for g in get_dataset_genomes(wildcards)
     )
 
 
@@ -193,7 +215,9 @@ def get_finetune_inputs(wildcards):
         **tokenizer_files(run["tokenizer"]),
         "pretrained": f"results/pretrain/{wildcards.run}/model.safetensors",
         "dataset": expand(
-            "results/datasets/{dataset}/{split}.parquet", dataset=wildcards.dataset, split=SPLITS
+            "results/datasets/{dataset}/{split}.parquet",
+            dataset=wildcards.dataset,
+            split=SPLITS,
         ),
     }
 
@@ -235,9 +259,13 @@ def get_finetune_metrics(wildcards):
 def get_final_outputs(wildcards):
     """Everything `snakemake` builds by default: tokens of every genome, tokenizer metrics, tables."""
     outputs = expand(
-        "results/tokens/{tokenizer}/{genome}.parquet", tokenizer=sorted(TOKENIZERS), genome=sorted(GENOMES)
+        "results/tokens/{tokenizer}/{genome}.parquet",
+        tokenizer=sorted(TOKENIZERS),
+        genome=sorted(GENOMES),
     )
-    outputs += expand("results/tokenizers/{tokenizer}/metrics.json", tokenizer=sorted(TOKENIZERS))
+    outputs += expand(
+        "results/tokenizers/{tokenizer}/metrics.json", tokenizer=sorted(TOKENIZERS)
+    )
     outputs += expand("results/pretrain/{run}/model.safetensors", run=sorted(RUNS))
     if FINETUNE["runs"]:
         outputs += ["results/tables/summary.csv", "results/tables/summary.md"]

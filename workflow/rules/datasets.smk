@@ -16,5 +16,5 @@ rule prepare_dataset:
         windows=get_dataset_windows_args,
         folder=output_folder,
     shell:
-        "{VQDNA} prepare-dataset --spec {params.spec:q} --windows {params.windows}"
+        "python -m vqdna prepare-dataset --spec {params.spec:q} --windows {params.windows}"
         " --output {params.folder} > {log} 2>&1"

@@ -17,6 +17,6 @@ rule download_genome:
         source=get_genome_source,
         sha256=get_genome_sha256,
     shell:
-        "{VQDNA} download --genome {wildcards.genome} --source {params.source:q}"
-        " --sha256={params.sha256:q} --mirror={MIRROR:q} --output {output.fasta}"
+        "python -m vqdna download --genome {wildcards.genome} --source {params.source:q}"
+        " --sha256={params.sha256:q} --output {output.fasta}"
         " > {log} 2>&1"

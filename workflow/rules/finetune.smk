@@ -21,7 +21,7 @@ rule finetune:
         dataset=dataset_folder,
         folder=output_folder,
     shell:
-        "{VQDNA} finetune --spec {params.spec:q} --settings {params.settings:q} --seed {wildcards.seed}"
+        "python -m vqdna finetune --spec {params.spec:q} --settings {params.settings:q} --seed {wildcards.seed}"
         " --pretrained {params.pretrained} --tokenizer {params.tokenizer}"
         " --dataset {params.dataset} --output {params.folder}"
         " --threads {threads} > {log} 2>&1"

@@ -19,6 +19,6 @@ rule pretrain_mlm:
         tokenizer=tokenizer_folder,
         folder=output_folder,
     shell:
-        "{VQDNA} pretrain --name {wildcards.run} --settings {params.settings:q}"
+        "python -m vqdna pretrain --name {wildcards.run} --settings {params.settings:q}"
         " --tokenizer {params.tokenizer} --tokens {input.tokens} --output {params.folder}"
         " --threads {threads} > {log} 2>&1"

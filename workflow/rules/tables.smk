@@ -13,4 +13,4 @@ rule make_tables:
         mem_mb=1000,
         runtime=10,
     shell:
-        "{VQDNA} tables --csv {output.csv} --markdown {output.markdown} {input} > {log} 2>&1"
+        "python -m vqdna tables --csv {output.csv} --markdown {output.markdown} {input} > {log} 2>&1"

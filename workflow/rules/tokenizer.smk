@@ -19,7 +19,7 @@ rule train_tokenizer:
         settings=get_tokenizer_settings,
         folder=output_folder,
     shell:
-        "{VQDNA} train-tokenizer --name {wildcards.tokenizer} --settings {params.settings:q}"
+        "python -m vqdna train-tokenizer --name {wildcards.tokenizer} --settings {params.settings:q}"
         " --windows {input} --output {params.folder} --threads {threads} > {log} 2>&1"
 
 
@@ -41,5 +41,5 @@ rule tokenize_genome:
     params:
         tokenizer=tokenizer_folder,
     shell:
-        "{VQDNA} tokenize --tokenizer {params.tokenizer} --name {wildcards.tokenizer}"
+        "python -m vqdna tokenize --tokenizer {params.tokenizer} --name {wildcards.tokenizer}"
         " --windows {input.windows} --output {output} --threads {threads} > {log} 2>&1"

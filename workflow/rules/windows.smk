@@ -16,5 +16,5 @@ rule make_windows:
     params:
         options=get_window_options(),
     shell:
-        "{VQDNA} windows --genome {wildcards.genome} --fasta {input.fasta} --output {output}"
+        "python -m vqdna windows --genome {wildcards.genome} --fasta {input.fasta} --output {output}"
         " {params.options} > {log} 2>&1"

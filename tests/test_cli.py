@@ -1,0 +1,48 @@
+"""The command line: every subcommand documents itself; the conda env agrees with pyproject."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+
+import pytest
+import yaml
+
+from vqdna.cli import build_parser
+
+from conftest import REPO
+
+SUBCOMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)
+
+
+def test_every_stage_has_a_subcommand():
+    assert {"download", "windows", "train-tokenizer", "tokenize", "pretrain", "prepare-dataset", "finetune", "tables", "inspect"} <= set(SUBCOMMANDS)
+
+
+@pytest.mark.parametrize("subcommand", SUBCOMMANDS)
+def test_every_subcommand_has_help(subcommand):
+    result = subprocess.run([sys.executable, "-m", "vqdna", subcommand, "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"usage: vqdna {subcommand}")
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "vqdna", "inspect", str(tmp_path / "missing.parquet")], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error:")
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[\s<>=!~\[;]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_conda_env_lists_the_same_runtime_packages_as_pyproject():
+    """envs/vqdna.yaml carries what the rules import; pyproject adds only the workflow tools themselves."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    env = yaml.safe_load((REPO / "envs" / "vqdna.yaml").read_text())["dependencies"]
+    conda_names = {"pytorch": "torch"}
+    in_env = {conda_names.get(_name(d), _name(d)) for d in env if isinstance(d, str)} - {"python"}
+    workflow_tools = {"snakemake", "snakemake-executor-plugin-slurm"}
+    assert in_env == {_name(d) for d in project} - workflow_tools

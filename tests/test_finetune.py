@@ -1,0 +1,241 @@
+"""Stage 3: test metrics, the base-weights fingerprint under peft, and LoRA fine-tuning end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pysam
+import pytest
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from safetensors.torch import load_file
+from scipy.stats import spearmanr
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    matthews_corrcoef,
+    mean_squared_error,
+)
+
+from vqdna import VqdnaError
+from vqdna.finetune.datasets import DatasetSpec, prepare_dataset, read_split
+from vqdna.finetune.metrics import classification_metrics, regression_metrics
+from vqdna.finetune.train import finetune, predict_logits, weights_fingerprint
+from vqdna.lm.configuration import VqdnaConfig
+from vqdna.lm.modeling import VqdnaForSequenceClassification
+from vqdna.lm.pretrain import pretrain
+from vqdna.tokenizer.api import Tokenizer, tokenizer_hash
+from vqdna.tokenizer.vq import VQVAE, VQConfig
+from vqdna.tokens import tokenize_windows
+from vqdna.windows import WindowSettings, write_windows
+
+ENCODER = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+TARGETS = ["query", "key", "value", "dense"]
+
+# -- metrics ------------------------------------------------------------------------------------------
+
+
+def test_classification_metrics_by_hand_and_as_scikit_learn():
+    labels = np.array([0, 0, 1, 1, 2, 2, 2, 1])
+    predictions = np.array([0, 1, 1, 1, 2, 0, 2, 2])
+    result = classification_metrics(labels, predictions)
+    assert set(result) == {"accuracy", "f1", "mcc"}
+    # per-class F1: class 0 P=R=1/2, class 1 P=R=2/3, class 2 P=R=2/3 -> macro mean
+    assert result["accuracy"] == pytest.approx(5 / 8)
+    assert result["f1"] == pytest.approx((1 / 2 + 2 / 3 + 2 / 3) / 3)
+    # multiclass MCC: (c*s - sum p_k t_k) / sqrt((s^2 - sum p_k^2)(s^2 - sum t_k^2)), c=5, s=8, p=t=(2,3,3)
+    assert result["mcc"] == pytest.approx((5 * 8 - 22) / 42)
+    assert result["accuracy"] == pytest.approx(accuracy_score(labels, predictions))
+    assert result["f1"] == pytest.approx(f1_score(labels, predictions, average="macro"))
+    assert result["mcc"] == pytest.approx(matthews_corrcoef(labels, predictions))
+
+
+def test_classification_metrics_of_a_constant_predictor():
+    result = classification_metrics(np.array([0, 1, 1, 0]), np.array([1, 1, 1, 1]))
+    assert result["accuracy"] == 0.5
+    assert result["mcc"] == 0.0
+    assert result["f1"] == pytest.approx((0 + 2 * 0.5 * 1 / 1.5) / 2)
+
+
+@pytest.mark.filterwarnings("ignore:An input array is constant")
+def test_regression_metrics_by_hand_and_as_scipy():
+    labels = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    predictions = np.array([1.5, 1.0, 3.5, 5.0, 4.0])
+    result = regression_metrics(labels, predictions)
+    assert set(result) == {"spearman", "mse"}
+    # prediction ranks (2, 1, 3, 5, 4): sum d^2 = 4, rho = 1 - 6 * 4 / (5 * 24)
+    assert result["spearman"] == pytest.approx(0.8)
+    assert result["mse"] == pytest.approx(3.5 / 5)
+    assert result["spearman"] == pytest.approx(spearmanr(labels, predictions).statistic)
+    assert result["mse"] == pytest.approx(mean_squared_error(labels, predictions))
+    assert regression_metrics(labels, np.full(5, 2.0))["spearman"] == 0.0  # undefined correlation -> 0, not NaN
+
+
+# -- base-weights fingerprint --------------------------------------------------------------------------
+
+
+def _classifier(seed: int = 0) -> VqdnaForSequenceClassification:
+    torch.manual_seed(seed)
+    config = VqdnaConfig(vocab_sizes=[16], code_embedding_dim=12, num_labels=2, **ENCODER)
+    return VqdnaForSequenceClassification(config)
+
+
+def test_fingerprint_sees_through_peft_and_ignores_lora():
+    model = _classifier()
+    before = weights_fingerprint(dict(model.named_parameters()))
+    assert weights_fingerprint(model.state_dict()) == before
+    wrapped = get_peft_model(
+        model, LoraConfig(task_type="SEQ_CLS", r=2, lora_alpha=4, target_modules=TARGETS, modules_to_save=["classifier"])
+    )
+    names = [name for name, _ in wrapped.named_parameters()]
+    assert any(".base_layer." in n for n in names) and any("lora_" in n for n in names)
+    assert weights_fingerprint(dict(wrapped.named_parameters())) == before
+
+    with torch.no_grad():
+        for name, parameter in wrapped.named_parameters():
+            if "lora_" in name or "classifier" in name:
+                parameter.add_(1.0)
+    assert weights_fingerprint(dict(wrapped.named_parameters())) == before  # adapters and head are not the base
+
+    with torch.no_grad():
+        wrapped.base_model.model.vqdna.layers[0].attention.query.base_layer.weight[0, 0] += 1e-3
+    assert weights_fingerprint(dict(wrapped.named_parameters())) != before
+
+
+def test_fingerprint_changes_with_one_base_weight():
+    model = _classifier()
+    before = weights_fingerprint(dict(model.named_parameters()))
+    with torch.no_grad():
+        model.vqdna.final_norm.bias[3] += 1e-4
+    assert weights_fingerprint(dict(model.named_parameters())) != before
+    assert weights_fingerprint(dict(_classifier(seed=1).named_parameters())) != before
+
+
+# -- fine-tuning end to end ------------------------------------------------------------------------
+
+
+def _spec(source: Path) -> DatasetSpec:
+    return DatasetSpec(
+        dataset="ggg", group="EMP", task="classification", num_labels=2, metric="mcc", max_length=20,
+        epochs=2, batch_size=8, learning_rate=1e-3, warmup_steps=1, source=str(source),
+    )
+
+
+def _write_gue_folder(folder: Path, rows_per_split: int = 40) -> None:
+    """GUE-format CSVs: 20-nt sequences, label 1 exactly when the sequence contains GGG."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(21)
+    for split in ("train", "dev", "test"):
+        lines = ["sequence,label"]
+        for i in range(rows_per_split):
+            while True:
+                sequence = "".join(rng.choice(list("ACGT"), 20))
+                if i % 2:
+                    start = int(rng.integers(0, 18))
+                    sequence = sequence[:start] + "GGG" + sequence[start + 3 :]
+                if ("GGG" in sequence) == bool(i % 2):
+                    break
+            lines.append(f"{sequence},{i % 2}")
+        (folder / f"{split}.csv").write_text("\n".join(lines) + "\n")
+
+
+def _tiny_tokenizer(directory: Path, seed: int) -> None:
+    torch.manual_seed(seed)
+    Tokenizer(VQVAE(VQConfig(width=16, depth=1, codebook_size=16)), device="cpu").save(directory)
+
+
+@pytest.fixture(scope="module")
+def stage3(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("stage3")
+    sequence = "".join(np.random.default_rng(22).choice(list("ACGT"), 2400))
+    fasta = folder / "toy.fa"
+    fasta.write_text(">chr1\n" + "\n".join(sequence[i : i + 60] for i in range(0, len(sequence), 60)) + "\n")
+    pysam.faidx(str(fasta))
+    write_windows(fasta, folder / "windows.parquet", "toy", WindowSettings(length=24, step=24))
+    _tiny_tokenizer(folder / "tokenizer", seed=0)
+    _tiny_tokenizer(folder / "other_tokenizer", seed=1)
+    tokenize_windows(folder / "tokenizer", "tiny", folder / "windows.parquet", folder / "tokens.parquet", device="cpu")
+    run = {"tokenizer": "tiny", "encoder": ENCODER, "steps": 3, "batch_size": 4, "warmup_steps": 1, "log_every": 1}
+    pretrain("tiny_run", run, folder / "tokenizer", [folder / "tokens.parquet"], folder / "pretrained", device="cpu")
+    _write_gue_folder(folder / "gue")
+    spec = _spec(folder / "gue")
+    prepare_dataset(spec, folder / "dataset")
+    result = finetune(spec, {}, 0, folder / "pretrained", folder / "tokenizer", folder / "dataset", folder / "finetuned", device="cpu")
+    return {"folder": folder, "spec": spec, "result": result}
+
+
+def test_finetune_writes_metrics_predictions_and_adapter(stage3):
+    out = stage3["folder"] / "finetuned"
+    assert {"metrics.json", "predictions.parquet", "adapter"} <= {p.name for p in out.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in (out / "adapter").iterdir()}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dataset"] == "ggg" and metrics["seed"] == 0 and metrics["metric"] == "mcc"
+    assert {"accuracy", "f1", "mcc"} <= set(metrics["test"])
+    assert metrics["best_epoch"] in (1, 2)
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert metrics["best_dev"] == max(h["dev_mcc"] for h in metrics["history"])
+    assert metrics["tokenizer_hash"] == tokenizer_hash(stage3["folder"] / "tokenizer")
+
+
+def test_predictions_have_one_row_per_test_row_and_give_the_test_metrics(stage3):
+    folder = stage3["folder"]
+    predictions = pq.read_table(folder / "finetuned" / "predictions.parquet")
+    _, labels = read_split(folder / "dataset" / "test.parquet")
+    assert predictions.num_rows == len(labels) == 40
+    assert predictions.column("index").to_pylist() == list(range(40))
+    assert predictions.column("label").to_pylist() == labels.tolist()
+    logits = np.array(predictions.column("logits").to_pylist())
+    assert logits.shape == (40, 2)
+    assert predictions.column("prediction").to_pylist() == logits.argmax(1).tolist()
+    metrics = json.loads((folder / "finetuned" / "metrics.json").read_text())
+    expected = classification_metrics(labels, logits.argmax(1))
+    for name in ("accuracy", "f1", "mcc"):
+        assert metrics["test"][name] == pytest.approx(expected[name])
+
+
+def test_finetuning_leaves_the_base_weights_unchanged(stage3):
+    folder = stage3["folder"]
+    pretrained = load_file(folder / "pretrained" / "model.safetensors")
+    assert stage3["result"]["base_weights_sha256"] == weights_fingerprint(pretrained)
+    metrics = json.loads((folder / "finetuned" / "metrics.json").read_text())
+    assert metrics["base_weights_sha256"] == weights_fingerprint(pretrained)
+
+
+def test_saved_adapter_trained_and_reproduces_the_test_logits(stage3):
+    folder = stage3["folder"]
+    adapter = load_file(folder / "finetuned" / "adapter" / "adapter_model.safetensors")
+    lora_b = [t for name, t in adapter.items() if "lora_B" in name]
+    assert lora_b and any(t.abs().sum() > 0 for t in lora_b)  # lora_B starts at zero: the adapters learned
+    base = VqdnaForSequenceClassification.from_pretrained(folder / "pretrained", num_labels=2)
+    model = PeftModel.from_pretrained(base, folder / "finetuned" / "adapter").eval()
+    sequences, _ = read_split(folder / "dataset" / "test.parquet")
+    codes = Tokenizer.load(folder / "tokenizer", device="cpu").encode(sequences)
+    logits = predict_logits(model, codes, 16, torch.device("cpu"))
+    written = np.array(pq.read_table(folder / "finetuned" / "predictions.parquet").column("logits").to_pylist())
+    assert np.allclose(logits, written, atol=1e-5)
+
+
+def test_finetune_refuses_a_lora_target_that_does_not_exist(stage3, tmp_path):
+    folder = stage3["folder"]
+    settings = {"lora": {"target_modules": ["query", "nonexistent"]}}
+    with pytest.raises(VqdnaError, match="nonexistent"):
+        finetune(stage3["spec"], settings, 0, folder / "pretrained", folder / "tokenizer", folder / "dataset", tmp_path / "out", device="cpu")
+    assert not (tmp_path / "out").exists()
+
+
+def test_finetune_refuses_a_model_pretrained_on_another_tokenizer(stage3, tmp_path):
+    folder = stage3["folder"]
+    with pytest.raises(VqdnaError, match="tokenizer"):
+        finetune(stage3["spec"], {}, 0, folder / "pretrained", folder / "other_tokenizer", folder / "dataset", tmp_path / "out", device="cpu")
+    assert not (tmp_path / "out").exists()
+
+
+def test_finetune_is_reproducible_from_its_seed(stage3, tmp_path):
+    folder = stage3["folder"]
+    again = finetune(stage3["spec"], {}, 0, folder / "pretrained", folder / "tokenizer", folder / "dataset", tmp_path / "again", device="cpu")
+    assert again["history"] == stage3["result"]["history"] and again["test"] == stage3["result"]["test"]
+    first = pq.read_table(folder / "finetuned" / "predictions.parquet")
+    assert pq.read_table(tmp_path / "again" / "predictions.parquet").equals(first)

@@ -1,0 +1,284 @@
+"""The VQDNA encoder (HF classes, eq. 10 embedding, padding) and stage-2 masked-code pretraining."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pysam
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoConfig, AutoModelForMaskedLM
+
+import vqdna.lm.modeling  # noqa: F401  (registers model_type "vqdna" with the Auto classes)
+from vqdna import VqdnaError
+from vqdna.lm.configuration import VqdnaConfig
+from vqdna.lm.modeling import (
+    VqdnaForMaskedLM,
+    VqdnaForSequenceClassification,
+    VqdnaModel,
+)
+from vqdna.lm.pretrain import global_batch_indices, mask_positions, pretrain
+from vqdna.tokenizer.api import Tokenizer, tokenizer_hash
+from vqdna.tokenizer.vq import VQVAE, VQConfig
+from vqdna.tokens import tokenize_windows
+from vqdna.windows import WindowSettings, write_windows
+
+ENCODER = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+
+
+def _config(vocab_sizes=(16,), code_embedding_dim: int | None = 12, **overrides) -> VqdnaConfig:
+    return VqdnaConfig(vocab_sizes=list(vocab_sizes), code_embedding_dim=code_embedding_dim, **{**ENCODER, **overrides})
+
+
+def _model(vocab_sizes=(16,), seed: int = 0) -> tuple[VqdnaForMaskedLM, list[torch.Tensor]]:
+    torch.manual_seed(seed)
+    model = VqdnaForMaskedLM(_config(vocab_sizes))
+    tables = [torch.randn(size, 12) for size in vocab_sizes]
+    model.vqdna.set_code_embeddings(tables)
+    return model.eval(), tables
+
+
+def _codes(shape, high: int, seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, high, shape, generator=torch.Generator().manual_seed(seed))
+
+
+# -- HF integration ---------------------------------------------------------------------------------
+
+
+def test_save_pretrained_then_auto_from_pretrained_gives_identical_logits(tmp_path):
+    model, _ = _model()
+    ids = _codes((2, 10), 16)
+    masked = _codes((2, 10), 2, seed=2).bool()
+    with torch.no_grad():
+        logits = model(ids, masked_positions=masked).logits
+    model.save_pretrained(tmp_path)
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), VqdnaConfig)
+    assert AutoConfig.from_pretrained(tmp_path).model_type == "vqdna"
+    assert isinstance(AutoConfig.for_model("vqdna"), VqdnaConfig)
+    loaded = AutoModelForMaskedLM.from_pretrained(tmp_path).eval()
+    assert type(loaded) is VqdnaForMaskedLM
+    with torch.no_grad():
+        assert torch.equal(loaded(ids, masked_positions=masked).logits, logits)
+
+
+def test_code_embeddings_are_frozen_copies_of_the_codebooks():
+    model, tables = _model(vocab_sizes=(8, 16))
+    for table, expected in zip(model.vqdna.embeddings.code_embeddings, tables, strict=True):
+        assert not table.weight.requires_grad
+        assert torch.equal(table.weight, expected)
+    assert model.vqdna.embeddings.projection.weight.requires_grad
+    model.train()
+    ids = _codes((2, 6, 2), 8)
+    labels = torch.where(_codes((2, 6), 2, seed=3).bool()[..., None], ids, -100)
+    model(ids, labels=labels).loss.backward()
+    assert all(t.weight.grad is None for t in model.vqdna.embeddings.code_embeddings)
+    assert model.vqdna.embeddings.projection.weight.grad is not None
+
+
+def test_code_embeddings_stay_frozen_after_from_pretrained(tmp_path):
+    model, tables = _model(vocab_sizes=(8, 16))
+    model.save_pretrained(tmp_path)
+    for loaded in (AutoModelForMaskedLM.from_pretrained(tmp_path), VqdnaForSequenceClassification.from_pretrained(tmp_path)):
+        for table, expected in zip(loaded.vqdna.embeddings.code_embeddings, tables, strict=True):
+            assert torch.equal(table.weight, expected)
+            assert not table.weight.requires_grad
+
+
+def test_labels_minus_100_are_not_scored():
+    model, _ = _model()
+    ids = _codes((2, 10), 16)
+    labels = torch.full_like(ids, -100)
+    scored = [(0, 1), (0, 7), (1, 0), (1, 4), (1, 9)]
+    for b, i in scored:
+        labels[b, i] = (ids[b, i] + 3) % 16
+    with torch.no_grad():
+        out = model(ids, labels=labels)
+    by_hand = np.mean(
+        [float(torch.logsumexp(out.logits[b, i], 0) - out.logits[b, i, labels[b, i]]) for b, i in scored]
+    )
+    assert float(out.loss) == pytest.approx(by_hand, rel=1e-5)
+
+
+# -- several tokenizer levels (eq. 10) ---------------------------------------------------------------
+
+
+def test_multi_level_embedding_is_the_mean_of_the_level_embeddings():
+    model, tables = _model(vocab_sizes=(8, 16))
+    ids = torch.stack([_codes((3, 7), 8), _codes((3, 7), 16, seed=4)], dim=-1)  # (B, L, 2)
+    projection = model.vqdna.embeddings.projection
+    mean = (tables[0][ids[..., 0]] + tables[1][ids[..., 1]]) / 2  # eq. 10, N = 2
+    with torch.no_grad():
+        by_hand = mean @ projection.weight.t() + projection.bias
+        assert torch.allclose(model.vqdna.embeddings(ids), by_hand, atol=1e-6)
+        masked = torch.zeros(3, 7, dtype=torch.bool)
+        masked[1, 2] = True
+        x = model.vqdna.embeddings(ids, masked)
+    assert torch.equal(x[1, 2], model.vqdna.embeddings.mask_embedding)
+    assert torch.allclose(x[0], by_hand[0], atol=1e-6)
+
+
+def test_one_head_per_level_and_the_loss_is_their_mean():
+    model, _ = _model(vocab_sizes=(8, 16))
+    assert [head.decoder.out_features for head in model.heads] == [8, 16]
+    ids = torch.stack([_codes((2, 5), 8), _codes((2, 5), 16, seed=4)], dim=-1)
+    labels = torch.where(_codes((2, 5), 2, seed=5).bool()[..., None], ids, -100)
+    with torch.no_grad():
+        out = model(ids, labels=labels)
+    assert [tuple(l.shape) for l in out.level_logits] == [(2, 5, 8), (2, 5, 16)]
+    assert torch.equal(out.logits, out.level_logits[0])
+    per_level = []
+    for n, logits in enumerate(out.level_logits):
+        keep = labels[..., n] != -100
+        chosen = logits[keep].gather(1, labels[..., n][keep][:, None]).squeeze(1)
+        per_level.append(float((torch.logsumexp(logits[keep], -1) - chosen).mean()))
+    assert float(out.loss) == pytest.approx(np.mean(per_level), rel=1e-5)
+
+
+def test_baseline_tokenizers_get_a_learned_embedding():
+    model = VqdnaForMaskedLM(_config(vocab_sizes=(40,), code_embedding_dim=None))
+    table = model.vqdna.embeddings.code_embeddings[0]
+    assert table.weight.shape == (40, 32) and table.weight.requires_grad
+
+
+# -- padding --------------------------------------------------------------------------------------
+
+
+def test_padded_positions_do_not_change_real_positions():
+    model, _ = _model()
+    short, long = _codes((1, 9), 16), _codes((1, 14), 16, seed=6)
+    padded = torch.cat([short, _codes((1, 5), 16, seed=7)], dim=1)
+    ids = torch.cat([padded, long])
+    attention = torch.ones(2, 14, dtype=torch.bool)
+    attention[0, 9:] = False
+    with torch.no_grad():
+        batch = model(ids, attention_mask=attention).logits
+        assert torch.allclose(batch[0, :9], model(short).logits[0], atol=1e-5)
+        assert torch.allclose(batch[1], model(long).logits[0], atol=1e-5)
+        # Without the mask the padding leaks into real positions: the check above can fail.
+        assert not torch.allclose(model(ids).logits[0, :9], model(short).logits[0], atol=1e-5)
+
+
+def test_classification_pools_over_real_positions_only():
+    torch.manual_seed(0)
+    model = VqdnaForSequenceClassification(_config(num_labels=3)).eval()
+    short, long = _codes((1, 6), 16), _codes((1, 11), 16, seed=8)
+    ids = torch.cat([torch.cat([short, _codes((1, 5), 16, seed=9)], dim=1), long])
+    attention = torch.ones(2, 11, dtype=torch.bool)
+    attention[0, 6:] = False
+    with torch.no_grad():
+        batch = model(ids, attention_mask=attention).logits
+        assert torch.allclose(batch[0], model(short).logits[0], atol=1e-5)
+        assert torch.allclose(batch[1], model(long).logits[0], atol=1e-5)
+
+
+# -- masks and sample order --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("length", "ratio"), [(20, 0.25), (64, 0.15), (37, 0.4), (3, 0.1)])
+def test_mask_positions_masks_exactly_round_ratio_times_length(length, ratio):
+    mask = mask_positions(0, 1, np.arange(6), length, ratio)
+    assert mask.shape == (6, length) and mask.dtype == bool
+    assert (mask.sum(1) == max(1, round(ratio * length))).all()
+
+
+def test_mask_positions_is_keyed_by_seed_step_and_global_sample_index():
+    indices = np.arange(5)
+    first = mask_positions(3, 10, indices, 50, 0.25)
+    assert np.array_equal(first, mask_positions(3, 10, indices, 50, 0.25))
+    assert not np.array_equal(first, mask_positions(3, 11, indices, 50, 0.25))
+    assert not np.array_equal(first, mask_positions(4, 10, indices, 50, 0.25))
+    # A row depends only on its own index: rows 3 and 4 alone equal rows 3 and 4 of the batch 0..4.
+    assert np.array_equal(mask_positions(3, 10, np.array([3, 4]), 50, 0.25), first[3:5])
+    assert not np.array_equal(first[3], first[4])
+
+
+def test_global_batch_indices_read_every_window_once_per_epoch():
+    for num_windows, batch_size in ((12, 4), (10, 4), (7, 3)):
+        steps = -(-2 * num_windows // batch_size) + 1
+        batches = [global_batch_indices(5, step, batch_size, num_windows) for step in range(1, steps + 1)]
+        sample_index = np.concatenate([b[0] for b in batches])
+        windows = np.concatenate([b[1] for b in batches])
+        assert np.array_equal(sample_index, np.arange(len(sample_index)))  # consecutive global indices
+        for epoch in (0, 1):
+            seen = windows[epoch * num_windows : (epoch + 1) * num_windows]
+            assert sorted(seen.tolist()) == list(range(num_windows))
+        assert not np.array_equal(windows[:num_windows], windows[num_windows : 2 * num_windows])
+        again = [global_batch_indices(5, step, batch_size, num_windows) for step in range(1, steps + 1)]
+        assert all(np.array_equal(a, b) for a, b in zip(batches, again))
+
+
+# -- stage 2 end to end ------------------------------------------------------------------------------
+
+RUN = {"tokenizer": "tiny", "encoder": ENCODER, "steps": 3, "batch_size": 4, "warmup_steps": 1, "log_every": 1, "heldout_windows": 8}
+
+
+def _tiny_tokenizer(directory: Path, seed: int) -> str:
+    torch.manual_seed(seed)
+    return Tokenizer(VQVAE(VQConfig(width=16, depth=1, codebook_size=16)), device="cpu").save(directory)
+
+
+@pytest.fixture(scope="module")
+def stage2(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("stage2")
+    sequence = "".join(np.random.default_rng(12).choice(list("ACGT"), 3200))
+    fasta = folder / "toy.fa"
+    fasta.write_text(">chr1\n" + "\n".join(sequence[i : i + 60] for i in range(0, len(sequence), 60)) + "\n")
+    pysam.faidx(str(fasta))
+    write_windows(fasta, folder / "windows.parquet", "toy", WindowSettings(length=24, step=24))
+    _tiny_tokenizer(folder / "tokenizer", seed=0)
+    _tiny_tokenizer(folder / "other_tokenizer", seed=1)
+    tokenize_windows(folder / "tokenizer", "tiny", folder / "windows.parquet", folder / "tokens.parquet", device="cpu")
+    result = pretrain("tiny_run", RUN, folder / "tokenizer", [folder / "tokens.parquet"], folder / "pretrained", device="cpu")
+    return folder, result
+
+
+def test_pretrain_writes_a_model_stamped_with_its_tokenizer(stage2):
+    folder, result = stage2
+    out = folder / "pretrained"
+    assert {"config.json", "model.safetensors", "metrics.json"} <= {p.name for p in out.iterdir()}
+    digest = tokenizer_hash(folder / "tokenizer")
+    config = AutoConfig.from_pretrained(out)
+    assert config.tokenizer_hash == digest == result["tokenizer_hash"]
+    assert config.tokenizer_name == "tiny" and config.vocab_sizes == [16] and config.code_embedding_dim == 16
+    assert config.hidden_size == 32 and config.num_hidden_layers == 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 3 and metrics["tokenizer_hash"] == digest
+    assert np.isfinite(metrics["final_loss"])
+    assert len(metrics["heldout_masked_accuracy"]) == 1
+
+
+def test_pretraining_leaves_the_code_embeddings_equal_to_the_codebook(stage2):
+    folder, _ = stage2
+    weights = load_file(folder / "pretrained" / "model.safetensors")
+    codebook = load_file(folder / "tokenizer" / "model.safetensors")["codebook.embed"]
+    assert torch.equal(weights["vqdna.embeddings.code_embeddings.0.weight"], codebook)
+    model = VqdnaModel(_config(code_embedding_dim=16))
+    assert weights["vqdna.embeddings.projection.weight"].shape == model.embeddings.projection.weight.shape
+
+
+def test_pretrain_is_reproducible(stage2, tmp_path):
+    folder, _ = stage2
+    pretrain("tiny_run", RUN, folder / "tokenizer", [folder / "tokens.parquet"], tmp_path / "again", device="cpu")
+    first, second = load_file(folder / "pretrained" / "model.safetensors"), load_file(tmp_path / "again" / "model.safetensors")
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_pretrain_refuses_tokens_of_another_tokenizer(stage2, tmp_path):
+    folder, _ = stage2
+    with pytest.raises(VqdnaError, match="another tokenizer"):
+        pretrain("tiny_run", RUN, folder / "other_tokenizer", [folder / "tokens.parquet"], tmp_path / "out", device="cpu")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [({**RUN, "stepz": 3}, "stepz"), ({**RUN, "encoder": {**ENCODER, "hiden_size": 8}}, "hiden_size")],
+)
+def test_pretrain_refuses_unknown_settings(stage2, tmp_path, settings, named):
+    folder, _ = stage2
+    with pytest.raises(VqdnaError, match=named):
+        pretrain("tiny_run", settings, folder / "tokenizer", [folder / "tokens.parquet"], tmp_path / "out", device="cpu")

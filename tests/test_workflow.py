@@ -1,0 +1,220 @@
+"""The whole pipeline under Snakemake on real genomes: every artifact checked against its contract.
+
+One Snakemake run (the session fixture ``workflow_run``) serves every test here.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pysam
+import pytest
+from safetensors.torch import load_file
+from transformers import AutoConfig, AutoModelForMaskedLM
+
+import vqdna
+import vqdna.lm.modeling  # noqa: F401  (registers model_type "vqdna" with the Auto classes)
+from vqdna.finetune.train import weights_fingerprint
+from vqdna.genome import base_ids
+from vqdna.tokenizer import metrics
+from vqdna.tokenizer.api import Tokenizer, tokenizer_hash
+from vqdna.windows import WindowSettings
+
+from conftest import REPO, WORKFLOW_GENOMES, snakemake_command, snakemake_env
+from helpers import expected_windows
+
+pytestmark = pytest.mark.workflow
+
+
+def _meta(path) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in (pq.read_schema(path).metadata or {}).items()}
+
+
+def _windows(run, genome) -> pa.Table:
+    return pq.read_table(run.path(f"results/windows/{genome}.parquet"))
+
+
+@pytest.mark.parametrize("genome", WORKFLOW_GENOMES)
+def test_genomes_came_through_the_mirror_verified_and_indexed(workflow_run, test_data, genome):
+    source = json.loads(workflow_run.path(f"resources/genomes/{genome}.source.json").read_text())
+    assert source["fetched_from"].startswith(str(test_data / "genomes"))
+    assert source["sha256_checked"] is True
+    fasta = workflow_run.path(f"resources/genomes/{genome}.fa.gz")
+    assert fasta.with_name(fasta.name + ".fai").is_file() and fasta.with_name(fasta.name + ".gzi").is_file()
+    with pysam.FastaFile(str(fasta)) as handle:
+        assert sum(handle.lengths) == source["length"]
+
+
+@pytest.mark.parametrize("genome", WORKFLOW_GENOMES)
+def test_window_counts_equal_what_genome_lengths_and_settings_imply(workflow_run, genome):
+    settings = WindowSettings(**workflow_run.config["windows"])
+    with pysam.FastaFile(str(workflow_run.path(f"resources/genomes/{genome}.fa.gz"))) as fasta:
+        sequences = {name: fasta.fetch(name) for name in fasta.references}
+    expected = expected_windows(sequences, settings)
+    table = _windows(workflow_run, genome)
+    assert table.num_rows == len(expected)
+    got = list(zip(table.column("contig").to_pylist(), table.column("start").to_pylist(), table.column("split").to_pylist()))
+    assert got == expected
+
+
+@pytest.mark.parametrize("genome", WORKFLOW_GENOMES)
+def test_windows_follow_the_artifact_contract(workflow_run, genome):
+    path = workflow_run.path(f"results/windows/{genome}.parquet")
+    schema = pq.read_schema(path)
+    assert schema.field("genome").type == pa.dictionary(pa.int32(), pa.string())
+    assert schema.field("contig").type == pa.dictionary(pa.int32(), pa.string())
+    assert schema.field("split").type == pa.dictionary(pa.int32(), pa.string())
+    assert (schema.field("start").type, schema.field("end").type, schema.field("strand").type) == (pa.int64(), pa.int64(), pa.int8())
+    assert schema.field("sequence").type == pa.string()
+    meta = _meta(path)
+    assert meta["vqdna.schema_version"] == "1"
+    assert meta["vqdna.producer"] == f"vqdna {vqdna.__version__}"
+    assert meta["vqdna.genome"] == genome
+    assert pq.ParquetFile(path).metadata.row_group(0).column(0).compression == "ZSTD"
+
+
+@pytest.mark.parametrize("genome", WORKFLOW_GENOMES)
+def test_token_files_match_their_windows_and_tokenizer(workflow_run, genome):
+    tokenizer_dir = workflow_run.path("results/tokenizers/vq512")
+    path = workflow_run.path(f"results/tokens/vq512/{genome}.parquet")
+    tokens, windows = pq.read_table(path), _windows(workflow_run, genome)
+    meta = _meta(path)
+    assert meta["vqdna.tokenizer"] == "vq512"
+    assert meta["vqdna.tokenizer_hash"] == tokenizer_hash(tokenizer_dir)
+    assert meta["vqdna.genome"] == genome
+    assert tokens.schema.field("codes_l1").type == pa.list_(pa.uint16())
+    for key in ["genome", "contig", "start", "end", "strand", "split"]:
+        assert tokens.column(key).to_pylist() == windows.column(key).to_pylist()
+    codes = tokens.column("codes_l1").to_pylist()
+    assert all(len(c) == 512 for c in codes)
+    assert max(max(c) for c in codes) < 512
+
+
+def test_the_tokenizer_learns_context_not_just_bases(workflow_run):
+    """K=512 on real windows, measured after a restart-free final stretch: reconstruction, usage and the probe."""
+    tokenizer_dir = workflow_run.path("results/tokenizers/vq512")
+    result = json.loads((tokenizer_dir / "metrics.json").read_text())
+    level = result["levels"][0]
+    assert result["reconstruction_accuracy"] >= 0.99
+    assert level["usage"] >= 0.25
+    assert level["neighbour_probe"]["mean"] >= 0.40
+    assert level["perplexity"] > 1
+    assert result["tokenizer_hash"] == tokenizer_hash(tokenizer_dir)
+    settings = workflow_run.config["tokenizers"]["vq512"]
+    assert settings["restart_free_steps"] >= 200
+    with open(tokenizer_dir / "curves.csv") as handle:
+        curves = list(csv.DictReader(handle))
+    final_stretch = [int(r["restarts"]) for r in curves if int(r["step"]) > settings["steps"] - settings["restart_free_steps"]]
+    assert len(set(final_stretch)) == 1, "a dead-code restart happened in the final stretch"
+
+
+def test_held_out_figures_hold_when_measured_again_from_the_saved_tokenizer(workflow_run):
+    """Independent of the training code: encode and decode test-split windows through the public API."""
+    tokenizer = Tokenizer.load(workflow_run.path("results/tokenizers/vq512"), device="cpu")
+    sequences = []
+    for genome in workflow_run.config["tokenizers"]["vq512"]["train_genomes"]:
+        table = _windows(workflow_run, genome)
+        sequences += [s for s, split in zip(table.column("sequence").to_pylist(), table.column("split").to_pylist()) if split == "test"]
+    sequences = sequences[:256]
+    codes = tokenizer.encode(sequences)
+    decoded = tokenizer.decode(codes)
+    truth = np.stack([base_ids(s) for s in sequences])
+    assert metrics.reconstruction_accuracy(np.stack([base_ids(s) for s in decoded]), truth) >= 0.99
+    assert metrics.usage(np.stack([c[0] for c in codes]), 512) >= 0.25
+
+
+def test_pretrained_model_loads_through_auto_classes_and_names_its_tokenizer(workflow_run):
+    folder = workflow_run.path("results/pretrain/tiny")
+    config = AutoConfig.from_pretrained(folder)
+    assert config.model_type == "vqdna"
+    assert config.tokenizer_hash == tokenizer_hash(workflow_run.path("results/tokenizers/vq512"))
+    model = AutoModelForMaskedLM.from_pretrained(folder)
+    tokenizer = Tokenizer.load(workflow_run.path("results/tokenizers/vq512"), device="cpu")
+    # The frozen input embedding is the tokenizer's codebook, unchanged by pretraining.
+    assert np.array_equal(model.vqdna.embeddings.code_embeddings[0].weight.detach().numpy(), tokenizer.model.codebook.embed.numpy())
+    result = json.loads((folder / "metrics.json").read_text())
+    assert 0 < result["heldout_masked_accuracy"][0] <= 1
+
+
+def test_fine_tuning_on_real_core_promoters_beats_mcc_0_3_on_the_full_test_split(workflow_run, test_data):
+    folder = workflow_run.path("results/finetune/tiny/prom_core_notata/seed0")
+    result = json.loads((folder / "metrics.json").read_text())
+    assert result["test"]["mcc"] >= 0.3, result["test"]
+    with open(test_data / "gue/prom/prom_core_notata/test.csv") as handle:
+        test_rows = sum(1 for _ in handle) - 1
+    assert pq.read_metadata(folder / "predictions.parquet").num_rows == test_rows
+    assert pq.read_metadata(workflow_run.path("results/datasets/prom_core_notata/test.parquet")).num_rows == test_rows
+    assert (folder / "adapter" / "adapter_config.json").is_file()
+
+
+@pytest.mark.parametrize("dataset", ["prom_core_notata", "phage_vs_virus"])
+def test_fine_tuned_models_froze_the_base_weights_saved_by_pretraining(workflow_run, dataset):
+    pretrained = load_file(workflow_run.path("results/pretrain/tiny/model.safetensors"))
+    result = json.loads(workflow_run.path(f"results/finetune/tiny/{dataset}/seed0/metrics.json").read_text())
+    assert result["base_weights_sha256"] == weights_fingerprint(pretrained)
+    assert result["tokenizer_hash"] == tokenizer_hash(workflow_run.path("results/tokenizers/vq512"))
+
+
+def test_genome_classification_splits_come_from_disjoint_regions(workflow_run):
+    splits = {s: set(pq.read_table(workflow_run.path(f"results/datasets/phage_vs_virus/{s}.parquet")).column("sequence").to_pylist()) for s in ["train", "dev", "test"]}
+    assert not (splits["train"] & splits["dev"]) and not (splits["train"] & splits["test"]) and not (splits["dev"] & splits["test"])
+
+
+def test_results_table_has_a_row_per_run_and_dataset(workflow_run):
+    with open(workflow_run.path("results/tables/summary.csv")) as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted((r["run"], r["dataset"]) for r in rows) == [("tiny", "phage_vs_virus"), ("tiny", "prom_core_notata")]
+    assert "prom_core_notata" in workflow_run.path("results/tables/summary.md").read_text()
+
+
+def test_every_artifact_opens_with_duckdb_without_project_code(workflow_run):
+    tokens = workflow_run.path("results/tokens")
+    total = duckdb.sql(f"SELECT count(*) FROM '{tokens}/*/*.parquet'").fetchall()[0][0]
+    assert total == sum(_windows(workflow_run, g).num_rows for g in WORKFLOW_GENOMES)
+    hashes = duckdb.sql(
+        f"SELECT DISTINCT decode(value) FROM parquet_kv_metadata('{tokens}/*/*.parquet') WHERE decode(key) = 'vqdna.tokenizer_hash'"
+    ).fetchall()
+    assert hashes == [(tokenizer_hash(workflow_run.path("results/tokenizers/vq512")),)]
+
+
+def test_inspect_shows_schema_rows_and_tokenizer_hash(workflow_run):
+    path = workflow_run.path("results/tokens/vq512/lambda_phage.parquet")
+    result = subprocess.run(["python", "-m", "vqdna", "inspect", str(path)], capture_output=True, text=True, env=snakemake_env(), check=True)
+    assert "codes_l1: list<element: uint16>" in result.stdout
+    assert f"rows: {pq.read_metadata(path).num_rows}" in result.stdout
+    assert tokenizer_hash(workflow_run.path("results/tokenizers/vq512")) in result.stdout
+
+
+def test_a_second_run_is_a_no_op(workflow_run):
+    result = subprocess.run(
+        snakemake_command(workflow_run.workdir, "--dry-run"), cwd=workflow_run.workdir, env=snakemake_env(), capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def _in_repo(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["python", "-m", "snakemake", *args], cwd=REPO, env=snakemake_env(), capture_output=True, text=True)
+
+
+def test_default_config_dry_run_works():
+    result = _in_repo("--dry-run", "--cores", "1", "--directory", str(REPO))
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_lint_is_clean():
+    result = _in_repo("--lint", "--cores", "1")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_rule_files_are_snakefmt_formatted():
+    result = subprocess.run(
+        ["snakefmt", "--check", "Snakefile", "workflow/rules"], cwd=REPO, env=snakemake_env(), capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
