@@ -12,6 +12,12 @@ import pytest
 import yaml
 
 
+@pytest.fixture(autouse=True)
+def _no_mirror_from_environment(monkeypatch):
+    """A mirror in the developer's shell must not change what a test exercises."""
+    monkeypatch.delenv("VQDNA_MIRROR", raising=False)
+
+
 @pytest.fixture(scope="session")
 def test_data() -> Path:
     """The read-only data folder; skip when the variable is unset, fail when it names a missing folder."""
@@ -83,7 +89,7 @@ def workflow_datasets(test_data: Path) -> list[dict]:
              source=str(prom), genomes="", max_train_samples=3000, max_length=70, epochs=2, batch_size=32,
              learning_rate=1e-3, warmup_steps=20),
         dict(dataset="phage_vs_virus", group="SPECIES", task="classification", num_labels=2, metric="mcc",
-             source="", genomes="lambda_phage,sars_cov_2", max_train_samples="", max_length=64, epochs=1,
+             source="", genomes="lambda_phage,sars_cov_2", max_train_samples="", max_length=64, epochs=3,
              batch_size=32, learning_rate=1e-3, warmup_steps=5),
     ]
 

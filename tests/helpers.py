@@ -5,7 +5,48 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-from vqdna.windows import WindowSettings
+from pathlib import Path
+
+import numpy as np
+import pysam
+import pytest
+import torch
+
+from vqdna.lm.pretrain import pretrain
+from vqdna.tokenizer.api import Tokenizer
+from vqdna.tokenizer.vq import VQConfig, VQVAE
+from vqdna.tokens import tokenize_windows
+from vqdna.windows import WindowSettings, write_windows
+
+TINY_ENCODER = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+TINY_RUN = {"tokenizer": "tiny", "encoder": TINY_ENCODER, "steps": 3, "batch_size": 4, "warmup_steps": 1, "log_every": 1, "heldout_windows": 8}
+
+
+def data_file(test_data: Path, relative: str) -> Path:
+    """A file of the real test data; missing data is a failure, never a skip."""
+    path = test_data / relative
+    if not path.exists():
+        pytest.fail(f"test data {path} is missing")
+    return path
+
+
+def tiny_tokenizer(directory: Path, seed: int) -> str:
+    """An untrained width-16 VQ tokenizer with 16 codes, saved; returns its hash."""
+    torch.manual_seed(seed)
+    return Tokenizer(VQVAE(VQConfig(width=16, depth=1, codebook_size=16)), device="cpu").save(directory)
+
+
+def tiny_pretrained(folder: Path, seed: int, length: int = 3200) -> dict:
+    """Random genome -> windows -> tiny tokenizer (+ another one) -> tokens -> 3 pretraining steps, in ``folder``."""
+    sequence = "".join(np.random.default_rng(seed).choice(list("ACGT"), length))
+    fasta = folder / "toy.fa"
+    fasta.write_text(">chr1\n" + "\n".join(sequence[i : i + 60] for i in range(0, len(sequence), 60)) + "\n")
+    pysam.faidx(str(fasta))
+    write_windows(fasta, folder / "windows.parquet", "toy", WindowSettings(length=24, step=24))
+    tiny_tokenizer(folder / "tokenizer", seed=0)
+    tiny_tokenizer(folder / "other_tokenizer", seed=1)
+    tokenize_windows(folder / "tokenizer", "tiny", folder / "windows.parquet", folder / "tokens.parquet", device="cpu")
+    return pretrain("tiny_run", TINY_RUN, folder / "tokenizer", [folder / "tokens.parquet"], folder / "pretrained", device="cpu")
 
 
 def expected_windows(sequences: dict[str, str], settings: WindowSettings) -> list[tuple[str, int, str]]:

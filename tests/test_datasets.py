@@ -17,24 +17,12 @@ from vqdna.download import fetch_genome
 from vqdna.finetune.datasets import DatasetSpec, prepare_dataset
 from vqdna.windows import WindowSettings, write_windows
 
+from helpers import data_file
+
 SPLITS = ("train", "dev", "test")
 GUE_TASKS = {"prom_core_notata": "gue/prom/prom_core_notata", "mouse_0": "gue/mouse/0"}
 GENOMES = {"lambda": "genomes/lambda_virus.fa", "sarscov2": "genomes/reference_seq.fasta"}
 TILE = 64
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _no_mirror_from_environment():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("VQDNA_MIRROR", raising=False)
-        yield
-
-
-def _data_path(test_data: Path, relative: str) -> Path:
-    path = test_data / relative
-    if not path.exists():
-        pytest.fail(f"test data {path} is missing")
-    return path
 
 
 def _spec(dataset: str = "ds", **fields) -> DatasetSpec:
@@ -72,7 +60,7 @@ def _write_gue_folder(folder: Path, rows: dict[str, str]) -> Path:
 
 @pytest.mark.parametrize("task", GUE_TASKS)
 def test_gue_parquet_rows_and_labels_equal_the_csvs(test_data, tmp_path, task):
-    source = _data_path(test_data, GUE_TASKS[task])
+    source = data_file(test_data, GUE_TASKS[task])
     counts = prepare_dataset(_spec(task, source=str(source)), tmp_path / task)
     for split in SPLITS:
         expected = _read_csv(source / f"{split}.csv")
@@ -83,7 +71,7 @@ def test_gue_parquet_rows_and_labels_equal_the_csvs(test_data, tmp_path, task):
 
 
 def test_gue_parquet_schema_and_metadata(test_data, tmp_path):
-    source = _data_path(test_data, GUE_TASKS["mouse_0"])
+    source = data_file(test_data, GUE_TASKS["mouse_0"])
     prepare_dataset(_spec("mouse_0", source=str(source)), tmp_path)
     for split in SPLITS:
         path = tmp_path / f"{split}.parquet"
@@ -101,7 +89,7 @@ def test_gue_parquet_schema_and_metadata(test_data, tmp_path):
 
 
 def test_max_train_samples_subsets_only_train_and_is_reproducible(test_data, tmp_path):
-    source = _data_path(test_data, GUE_TASKS["mouse_0"])
+    source = data_file(test_data, GUE_TASKS["mouse_0"])
     spec = _spec("mouse_0", source=str(source), max_train_samples=100, seed=7)
     first = prepare_dataset(spec, tmp_path / "first")
     second = prepare_dataset(spec, tmp_path / "second")
@@ -168,7 +156,7 @@ def genome_windows(test_data, tmp_path_factory) -> dict[str, dict]:
     made = {}
     for genome, relative in GENOMES.items():
         stored = folder / f"{genome}.fa.gz"
-        fetch_genome(genome, str(_data_path(test_data, relative)), stored)
+        fetch_genome(genome, str(data_file(test_data, relative)), stored)
         windows = folder / f"{genome}.windows.parquet"
         write_windows(stored, windows, genome, settings)
         with pysam.FastaFile(str(stored)) as fasta:

@@ -26,11 +26,6 @@ WRONG_SHA256 = "0" * 64
 PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
 
 
-@pytest.fixture(autouse=True)
-def _no_mirror_from_environment(monkeypatch):
-    monkeypatch.delenv("VQDNA_MIRROR", raising=False)
-
-
 @pytest.fixture
 def lambda_source(test_data) -> Path:
     path = test_data / LAMBDA

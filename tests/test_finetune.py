@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-import pysam
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -26,13 +25,10 @@ from vqdna.finetune.metrics import classification_metrics, regression_metrics
 from vqdna.finetune.train import finetune, predict_logits, weights_fingerprint
 from vqdna.lm.configuration import VqdnaConfig
 from vqdna.lm.modeling import VqdnaForSequenceClassification
-from vqdna.lm.pretrain import pretrain
 from vqdna.tokenizer.api import Tokenizer, tokenizer_hash
-from vqdna.tokenizer.vq import VQVAE, VQConfig
-from vqdna.tokens import tokenize_windows
-from vqdna.windows import WindowSettings, write_windows
 
-ENCODER = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+from helpers import TINY_ENCODER, tiny_pretrained
+
 TARGETS = ["query", "key", "value", "dense"]
 
 # -- metrics ------------------------------------------------------------------------------------------
@@ -79,7 +75,7 @@ def test_regression_metrics_by_hand_and_as_scipy():
 
 def _classifier(seed: int = 0) -> VqdnaForSequenceClassification:
     torch.manual_seed(seed)
-    config = VqdnaConfig(vocab_sizes=[16], code_embedding_dim=12, num_labels=2, **ENCODER)
+    config = VqdnaConfig(vocab_sizes=[16], code_embedding_dim=12, num_labels=2, **TINY_ENCODER)
     return VqdnaForSequenceClassification(config)
 
 
@@ -142,24 +138,10 @@ def _write_gue_folder(folder: Path, rows_per_split: int = 40) -> None:
         (folder / f"{split}.csv").write_text("\n".join(lines) + "\n")
 
 
-def _tiny_tokenizer(directory: Path, seed: int) -> None:
-    torch.manual_seed(seed)
-    Tokenizer(VQVAE(VQConfig(width=16, depth=1, codebook_size=16)), device="cpu").save(directory)
-
-
 @pytest.fixture(scope="module")
 def stage3(tmp_path_factory):
     folder = tmp_path_factory.mktemp("stage3")
-    sequence = "".join(np.random.default_rng(22).choice(list("ACGT"), 2400))
-    fasta = folder / "toy.fa"
-    fasta.write_text(">chr1\n" + "\n".join(sequence[i : i + 60] for i in range(0, len(sequence), 60)) + "\n")
-    pysam.faidx(str(fasta))
-    write_windows(fasta, folder / "windows.parquet", "toy", WindowSettings(length=24, step=24))
-    _tiny_tokenizer(folder / "tokenizer", seed=0)
-    _tiny_tokenizer(folder / "other_tokenizer", seed=1)
-    tokenize_windows(folder / "tokenizer", "tiny", folder / "windows.parquet", folder / "tokens.parquet", device="cpu")
-    run = {"tokenizer": "tiny", "encoder": ENCODER, "steps": 3, "batch_size": 4, "warmup_steps": 1, "log_every": 1}
-    pretrain("tiny_run", run, folder / "tokenizer", [folder / "tokens.parquet"], folder / "pretrained", device="cpu")
+    tiny_pretrained(folder, seed=22, length=2400)
     _write_gue_folder(folder / "gue")
     spec = _spec(folder / "gue")
     prepare_dataset(spec, folder / "dataset")

@@ -21,11 +21,6 @@ from vqdna.windows import WindowSettings, write_windows
 AMBIGUITY_LETTERS = "RYKMSWBDHVN"
 
 
-@pytest.fixture(autouse=True)
-def _no_mirror_from_environment(monkeypatch):
-    monkeypatch.delenv("VQDNA_MIRROR", raising=False)
-
-
 def _source(tmp_path: Path, content: bytes | str, name: str = "genome.fa") -> Path:
     folder = tmp_path / "src"
     folder.mkdir(exist_ok=True)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
-import pysam
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -21,16 +19,14 @@ from vqdna.lm.modeling import (
     VqdnaModel,
 )
 from vqdna.lm.pretrain import global_batch_indices, mask_positions, pretrain
-from vqdna.tokenizer.api import Tokenizer, tokenizer_hash
-from vqdna.tokenizer.vq import VQVAE, VQConfig
-from vqdna.tokens import tokenize_windows
-from vqdna.windows import WindowSettings, write_windows
+from vqdna.tokenizer.api import tokenizer_hash
 
-ENCODER = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+from helpers import TINY_ENCODER, TINY_RUN, tiny_pretrained
+
 
 
 def _config(vocab_sizes=(16,), code_embedding_dim: int | None = 12, **overrides) -> VqdnaConfig:
-    return VqdnaConfig(vocab_sizes=list(vocab_sizes), code_embedding_dim=code_embedding_dim, **{**ENCODER, **overrides})
+    return VqdnaConfig(vocab_sizes=list(vocab_sizes), code_embedding_dim=code_embedding_dim, **{**TINY_ENCODER, **overrides})
 
 
 def _model(vocab_sizes=(16,), seed: int = 0) -> tuple[VqdnaForMaskedLM, list[torch.Tensor]]:
@@ -212,27 +208,10 @@ def test_global_batch_indices_read_every_window_once_per_epoch():
 
 # -- stage 2 end to end ------------------------------------------------------------------------------
 
-RUN = {"tokenizer": "tiny", "encoder": ENCODER, "steps": 3, "batch_size": 4, "warmup_steps": 1, "log_every": 1, "heldout_windows": 8}
-
-
-def _tiny_tokenizer(directory: Path, seed: int) -> str:
-    torch.manual_seed(seed)
-    return Tokenizer(VQVAE(VQConfig(width=16, depth=1, codebook_size=16)), device="cpu").save(directory)
-
-
 @pytest.fixture(scope="module")
 def stage2(tmp_path_factory):
     folder = tmp_path_factory.mktemp("stage2")
-    sequence = "".join(np.random.default_rng(12).choice(list("ACGT"), 3200))
-    fasta = folder / "toy.fa"
-    fasta.write_text(">chr1\n" + "\n".join(sequence[i : i + 60] for i in range(0, len(sequence), 60)) + "\n")
-    pysam.faidx(str(fasta))
-    write_windows(fasta, folder / "windows.parquet", "toy", WindowSettings(length=24, step=24))
-    _tiny_tokenizer(folder / "tokenizer", seed=0)
-    _tiny_tokenizer(folder / "other_tokenizer", seed=1)
-    tokenize_windows(folder / "tokenizer", "tiny", folder / "windows.parquet", folder / "tokens.parquet", device="cpu")
-    result = pretrain("tiny_run", RUN, folder / "tokenizer", [folder / "tokens.parquet"], folder / "pretrained", device="cpu")
-    return folder, result
+    return folder, tiny_pretrained(folder, seed=12)
 
 
 def test_pretrain_writes_a_model_stamped_with_its_tokenizer(stage2):
@@ -261,7 +240,7 @@ def test_pretraining_leaves_the_code_embeddings_equal_to_the_codebook(stage2):
 
 def test_pretrain_is_reproducible(stage2, tmp_path):
     folder, _ = stage2
-    pretrain("tiny_run", RUN, folder / "tokenizer", [folder / "tokens.parquet"], tmp_path / "again", device="cpu")
+    pretrain("tiny_run", TINY_RUN, folder / "tokenizer", [folder / "tokens.parquet"], tmp_path / "again", device="cpu")
     first, second = load_file(folder / "pretrained" / "model.safetensors"), load_file(tmp_path / "again" / "model.safetensors")
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
@@ -270,13 +249,13 @@ def test_pretrain_is_reproducible(stage2, tmp_path):
 def test_pretrain_refuses_tokens_of_another_tokenizer(stage2, tmp_path):
     folder, _ = stage2
     with pytest.raises(VqdnaError, match="another tokenizer"):
-        pretrain("tiny_run", RUN, folder / "other_tokenizer", [folder / "tokens.parquet"], tmp_path / "out", device="cpu")
+        pretrain("tiny_run", TINY_RUN, folder / "other_tokenizer", [folder / "tokens.parquet"], tmp_path / "out", device="cpu")
     assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(
     ("settings", "named"),
-    [({**RUN, "stepz": 3}, "stepz"), ({**RUN, "encoder": {**ENCODER, "hiden_size": 8}}, "hiden_size")],
+    [({**TINY_RUN, "stepz": 3}, "stepz"), ({**TINY_RUN, "encoder": {**TINY_ENCODER, "hiden_size": 8}}, "hiden_size")],
 )
 def test_pretrain_refuses_unknown_settings(stage2, tmp_path, settings, named):
     folder, _ = stage2

@@ -16,7 +16,7 @@ from vqdna import VqdnaError
 from vqdna.download import fetch_genome
 from vqdna.windows import WindowSettings, write_windows
 
-from helpers import expected_windows
+from helpers import data_file, expected_windows
 
 LAMBDA = "genomes/lambda_virus.fa"
 CHR22 = "genomes/22_20-21M.fa"
@@ -30,20 +30,6 @@ SETTINGS = {
     "no-n-allowed": WindowSettings(length=1000, step=1000, max_n_fraction=0.0, dev_fraction=0.2, test_fraction=0.15),
     "half-n-allowed": WindowSettings(length=300, step=250, max_n_fraction=0.5, dev_fraction=0.05, test_fraction=0.3),
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _no_mirror_from_environment():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("VQDNA_MIRROR", raising=False)
-        yield
-
-
-def _data_file(test_data: Path, relative: str) -> Path:
-    path = test_data / relative
-    if not path.is_file():
-        pytest.fail(f"test data file {path} is missing")
-    return path
 
 
 def _indexed_copy(source: Path, folder: Path) -> Path:
@@ -64,7 +50,7 @@ class Genome:
     """One real genome: the original (indexed copy) and the stored copy made by fetch_genome."""
 
     def __init__(self, test_data: Path, relative: str, genome: str, folder: Path):
-        source = _data_file(test_data, relative)
+        source = data_file(test_data, relative)
         self.genome = genome
         self.original = _indexed_copy(source, folder / "original")
         self.stored = folder / "stored" / f"{genome}.fa.gz"
@@ -117,7 +103,7 @@ def test_windows_of_lambda_match_pysams_fetch_of_the_original_file(lambda_genome
 
 
 def test_gzip_bgzip_and_plain_sources_give_identical_windows(test_data, tmp_path):
-    plain = _data_file(test_data, LAMBDA)
+    plain = data_file(test_data, LAMBDA)
     sources = tmp_path / "sources"
     sources.mkdir()
     gzipped = sources / "lambda.gzip.fa.gz"
@@ -140,7 +126,7 @@ def test_gzip_bgzip_and_plain_sources_give_identical_windows(test_data, tmp_path
 
 
 def test_plain_gzip_ecoli_is_stored_exactly_and_windowed(test_data, tmp_path):
-    source = _data_file(test_data, ECOLI)
+    source = data_file(test_data, ECOLI)
     assert not _is_bgzf(source)  # the point of the test: faidx cannot read this file as it is
     with gzip.open(source, "rt") as handle:
         lines = handle.read().splitlines()

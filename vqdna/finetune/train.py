@@ -183,7 +183,7 @@ def finetune(
     )
 
     started = time.time()
-    history, best_score, best_state = [], -np.inf, None
+    history, best_score, best_epoch, best_state = [], -np.inf, 0, None
     for epoch in range(1, spec.epochs + 1):
         model.train()
         order = rng.permutation(len(train_codes))
@@ -203,7 +203,7 @@ def finetune(
         dev_metrics, _ = score(spec, predict_logits(model, data["dev"][2], options.eval_batch_size, device), data["dev"][1])
         history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), **{f"dev_{k}": v for k, v in dev_metrics.items()}})
         log.info("epoch %d %s", epoch, history[-1])
-        if dev_metrics[spec.metric] > best_score:
+        if best_state is None or dev_metrics[spec.metric] > best_score:
             best_score, best_epoch = dev_metrics[spec.metric], epoch
             best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 

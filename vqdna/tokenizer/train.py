@@ -64,8 +64,6 @@ def split_config(name: str, settings: dict) -> tuple[object, TokenizerTrainConfi
         )
     model_config = model_class(**{k: v for k, v in settings.items() if k in model_keys})
     train_config = TokenizerTrainConfig(**{k: v for k, v in settings.items() if k in train_keys})
-    if "seed" in settings:
-        model_config.seed = train_config.seed
     return model_config, train_config
 
 
