@@ -66,11 +66,7 @@ def cmd_train_tokenizer(args: argparse.Namespace) -> None:
 def cmd_tokenize(args: argparse.Namespace) -> None:
     from vqdna.tokens import tokenize_windows
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    rows = tokenize_windows(args.tokenizer, args.name, args.windows, args.output, device=args.device)
+    rows = tokenize_windows(args.tokenizer, args.name, args.windows, args.output, threads=args.threads, device=args.device)
     logging.info("%s: %d windows tokenized", args.output, rows)
 
 

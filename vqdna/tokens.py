@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 from tqdm import tqdm
 
 from vqdna import VqdnaError
@@ -41,9 +42,12 @@ def tokenize_windows(
     output: str | Path,
     *,
     batch_size: int = 256,
+    threads: int | None = None,
     device: str | None = None,
 ) -> int:
     """Write the token file of one genome; returns its row count."""
+    if threads:
+        torch.set_num_threads(threads)
     tokenizer = Tokenizer.load(tokenizer_dir, device=device)
     windows_meta = read_metadata(windows_path)
     schema = with_metadata(

@@ -54,13 +54,21 @@ class VQConfig:
         return [self.codebook_size]
 
 
-def nearest_code(z: torch.Tensor, embed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eq. 1: M_i = argmin_k ||Z_i - e(k)||_2, in fp32. z (N, D), embed (K, D) -> (indices (N,), sq. distance (N,))."""
+def nearest_code(z: torch.Tensor, embed: torch.Tensor, chunk: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 1: M_i = argmin_k ||Z_i - e(k)||_2, in fp32. z (N, D), embed (K, D) -> (indices (N,), sq. distance (N,)).
+
+    Rows go in chunks so the (N, K) distance matrix stays small at paper batch sizes.
+    """
+    indices, distances = [], []
     with torch.autocast(device_type=z.device.type, enabled=False):
-        z, embed = z.float(), embed.float()
-        distance = z.pow(2).sum(1, keepdim=True) - 2 * z @ embed.t() + embed.pow(2).sum(1)[None, :]
-        best, indices = distance.min(dim=1)
-    return indices, best.clamp_min(0)
+        embed = embed.float()
+        embed_sq = embed.pow(2).sum(1)
+        for part in z.float().split(chunk):
+            distance = part.pow(2).sum(1, keepdim=True) - 2 * part @ embed.t() + embed_sq[None, :]
+            best, index = distance.min(dim=1)
+            indices.append(index)
+            distances.append(best.clamp_min(0))
+    return torch.cat(indices), torch.cat(distances)
 
 
 def _all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
@@ -125,9 +133,8 @@ class EMACodebook(nn.Module):
     @torch.no_grad()
     def _ema_update(self, z: torch.Tensor, indices: torch.Tensor) -> None:
         """Eq. 5 with Laplace smoothing; counts and sums are all-reduced so ranks agree."""
-        onehot = F.one_hot(indices, self.codebook_size).type(z.dtype)  # (N, K)
-        counts = _all_reduce_sum(onehot.sum(0))
-        sums = _all_reduce_sum(onehot.t() @ z)  # (K, D)
+        counts = _all_reduce_sum(torch.bincount(indices, minlength=self.codebook_size).to(z.dtype))  # (K,)
+        sums = _all_reduce_sum(torch.zeros_like(self.embed_avg).index_add_(0, indices, z))  # (K, D)
         self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
         self.embed_avg.mul_(self.decay).add_(sums, alpha=1 - self.decay)
         total = self.cluster_size.sum()
