@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from vqdna.lm.pretrain import pretrain
-from vqdna.tokenizer.api import Tokenizer
+from vqdna.tokenizer.api import VQTokenizer
 from vqdna.tokenizer.vq import VQConfig, VQVAE
 from vqdna.tokens import tokenize_windows
 from vqdna.windows import WindowSettings, write_windows
@@ -33,7 +33,7 @@ def data_file(test_data: Path, relative: str) -> Path:
 def tiny_tokenizer(directory: Path, seed: int) -> str:
     """An untrained width-16 VQ tokenizer with 16 codes, saved; returns its hash."""
     torch.manual_seed(seed)
-    return Tokenizer(VQVAE(VQConfig(width=16, depth=1, codebook_size=16)), device="cpu").save(directory)
+    return VQTokenizer(VQVAE(VQConfig(width=16, depth=1, codebook_size=16)), device="cpu").save(directory)
 
 
 def tiny_pretrained(folder: Path, seed: int, length: int = 3200) -> dict:

@@ -42,7 +42,7 @@ def test_conda_env_lists_the_same_runtime_packages_as_pyproject():
     """envs/vqdna.yaml carries what the rules import; pyproject adds only the workflow tools themselves."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     env = yaml.safe_load((REPO / "envs" / "vqdna.yaml").read_text())["dependencies"]
-    conda_names = {"pytorch": "torch"}
+    conda_names = {"pytorch": "torch", "matplotlib-base": "matplotlib"}
     in_env = {conda_names.get(_name(d), _name(d)) for d in env if isinstance(d, str)} - {"python"}
     workflow_tools = {"snakemake", "snakemake-executor-plugin-slurm"}
     assert in_env == {_name(d) for d in project} - workflow_tools

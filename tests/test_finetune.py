@@ -25,7 +25,7 @@ from vqdna.finetune.metrics import classification_metrics, regression_metrics
 from vqdna.finetune.train import finetune, predict_logits, weights_fingerprint
 from vqdna.lm.configuration import VqdnaConfig
 from vqdna.lm.modeling import VqdnaForSequenceClassification
-from vqdna.tokenizer.api import Tokenizer, tokenizer_hash
+from vqdna.tokenizer.api import load_tokenizer, tokenizer_hash
 
 from helpers import TINY_ENCODER, tiny_pretrained
 
@@ -194,7 +194,7 @@ def test_saved_adapter_trained_and_reproduces_the_test_logits(stage3):
     base = VqdnaForSequenceClassification.from_pretrained(folder / "pretrained", num_labels=2)
     model = PeftModel.from_pretrained(base, folder / "finetuned" / "adapter").eval()
     sequences, _ = read_split(folder / "dataset" / "test.parquet")
-    codes = Tokenizer.load(folder / "tokenizer", device="cpu").encode(sequences)
+    codes = load_tokenizer(folder / "tokenizer", device="cpu").encode(sequences)
     logits = predict_logits(model, codes, 16, torch.device("cpu"))
     written = np.array(pq.read_table(folder / "finetuned" / "predictions.parquet").column("logits").to_pylist())
     assert np.allclose(logits, written, atol=1e-5)

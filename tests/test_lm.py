@@ -232,7 +232,7 @@ def test_pretrain_writes_a_model_stamped_with_its_tokenizer(stage2):
 def test_pretraining_leaves_the_code_embeddings_equal_to_the_codebook(stage2):
     folder, _ = stage2
     weights = load_file(folder / "pretrained" / "model.safetensors")
-    codebook = load_file(folder / "tokenizer" / "model.safetensors")["codebook.embed"]
+    codebook = load_file(folder / "tokenizer" / "model.safetensors")["codebooks.0.embed"]
     assert torch.equal(weights["vqdna.embeddings.code_embeddings.0.weight"], codebook)
     model = VqdnaModel(_config(code_embedding_dim=16))
     assert weights["vqdna.embeddings.projection.weight"].shape == model.embeddings.projection.weight.shape

@@ -17,7 +17,8 @@ import torch
 
 from vqdna import VqdnaError
 from vqdna.tokenizer import metrics
-from vqdna.tokenizer.api import Tokenizer, onehot, tokenizer_hash
+from vqdna.tokenizer.api import VQTokenizer, load_tokenizer, onehot, tokenizer_hash
+from vqdna.tokenizer.evaluate import evaluate_tokenizer
 from vqdna.tokenizer.train import train_tokenizer
 from vqdna.tokenizer.vq import VQVAE, EMACodebook, VQConfig, nearest_code
 from vqdna.windows import WindowSettings, write_windows
@@ -196,7 +197,7 @@ def test_forward_restarts_only_when_enabled(enabled):
 def test_straight_through_forward_value_is_the_code_vector_and_gradient_is_identity():
     codebook = EMACodebook(6, 4).eval()
     z = torch.randn(2, 5, 4, generator=torch.Generator().manual_seed(0), requires_grad=True)
-    quantized, codes, _ = codebook(z)
+    quantized, codes = codebook(z)
     assert torch.allclose(quantized, codebook.embed[codes], atol=1e-6)
     weights = torch.randn(2, 5, 4)
     (quantized * weights).sum().backward()
@@ -217,7 +218,7 @@ def test_loss_is_reconstruction_plus_beta_commitment_by_hand():
     ids = torch.as_tensor(np.random.default_rng(1).integers(0, 5, (3, 20)))
     with torch.no_grad():
         z = model.encoder(onehot(ids))[-1]  # code_dim == width: no projection
-        embed = model.codebook.embed
+        embed = model.codebooks[0].embed
         codes = ((z[:, :, None, :] - embed[None, None]) ** 2).sum(-1).argmin(-1)
         q = embed[codes]
         commitment = ((z - q) ** 2).mean()
@@ -234,12 +235,14 @@ def test_loss_is_reconstruction_plus_beta_commitment_by_hand():
 
 
 def test_save_load_gives_identical_codes_and_the_hash_is_sha256_of_config_and_weights(tmp_path):
-    tokenizer = Tokenizer(_tiny_model(), device="cpu")
+    tokenizer = VQTokenizer(_tiny_model(), device="cpu")
     digest = tokenizer.save(tmp_path / "a")
-    by_hand = hashlib.sha256((tmp_path / "a/config.json").read_bytes() + (tmp_path / "a/model.safetensors").read_bytes())
+    by_hand = hashlib.sha256(
+        b"config.json" + (tmp_path / "a/config.json").read_bytes() + b"model.safetensors" + (tmp_path / "a/model.safetensors").read_bytes()
+    )
     assert digest == tokenizer_hash(tmp_path / "a") == by_hand.hexdigest()
 
-    loaded = Tokenizer.load(tmp_path / "a", device="cpu")
+    loaded = load_tokenizer(tmp_path / "a", device="cpu")
     assert loaded.hash == digest
     rng = np.random.default_rng(2)
     sequences = [_random_sequence(rng, n) for n in (50, 50, 17, 64)]
@@ -247,14 +250,14 @@ def test_save_load_gives_identical_codes_and_the_hash_is_sha256_of_config_and_we
         assert ours.shape == (1, len(theirs[0]))
         assert np.array_equal(ours, theirs)
 
-    assert Tokenizer(loaded.model, device="cpu").save(tmp_path / "b") == digest  # same model, same hash
+    assert VQTokenizer(loaded.model, device="cpu").save(tmp_path / "b") == digest  # same model, same hash
     with torch.no_grad():
         loaded.model.encoder.stem.weight[0, 0, 0] += 1.0
     assert loaded.save(tmp_path / "c") != digest
 
 
 def test_encode_does_not_depend_on_the_batch():
-    tokenizer = Tokenizer(_tiny_model(), device="cpu")
+    tokenizer = VQTokenizer(_tiny_model(), device="cpu")
     rng = np.random.default_rng(3)
     target = _random_sequence(rng, 40)
     others = [_random_sequence(rng, n) for n in (40, 40, 13, 77, 40)]
@@ -265,7 +268,7 @@ def test_encode_does_not_depend_on_the_batch():
 
 
 def test_encode_applies_the_sequence_policy():
-    tokenizer = Tokenizer(_tiny_model(), device="cpu")
+    tokenizer = VQTokenizer(_tiny_model(), device="cpu")
     raw = "acgtRYKMSWBDHVnNacgtACGT"
     policy = "ACGTNNNNNNNNNNNNACGTACGT"
     assert np.array_equal(tokenizer.encode([raw])[0], tokenizer.encode([policy])[0])
@@ -330,8 +333,6 @@ TRAIN_SETTINGS = {
     "batch_size": 8,
     "warmup_steps": 1,
     "restart_free_steps": 1,
-    "heldout_windows": 8,
-    "probe_windows": 32,
     "log_every": 2,
 }
 
@@ -344,12 +345,15 @@ def windows_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(windows_file, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("trained") / "tokenizer"
-    return out, train_tokenizer("tiny", TRAIN_SETTINGS, [windows_file], out, device="cpu")
+    result = train_tokenizer("tiny", TRAIN_SETTINGS, [windows_file], out, device="cpu")
+    evaluate_tokenizer(out, [windows_file], {"heldout_windows": 8, "probe_windows": 32}, out / "metrics.json")
+    return out, result
 
 
 def test_train_tokenizer_writes_a_measured_tokenizer(trained):
     out, result = trained
-    assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors", "metrics.json", "curves.csv"}
+    expected = {"config.json", "model.safetensors", "training.json", "metrics.json", "curves.csv", "curves.png"}
+    assert {p.name for p in out.iterdir()} >= expected
     written = json.loads((out / "metrics.json").read_text())
     assert written["tokenizer_hash"] == result["tokenizer_hash"] == tokenizer_hash(out)
     assert 0.0 <= written["reconstruction_accuracy"] <= 1.0
@@ -362,11 +366,11 @@ def test_train_tokenizer_writes_a_measured_tokenizer(trained):
     with open(out / "curves.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [int(r["step"]) for r in rows] == [2, 4]
-    assert {"loss", "reconstruction_loss", "commitment_loss", "batch_usage"} <= set(rows[0])
-    loaded = Tokenizer.load(out, device="cpu")
+    assert {"loss", "reconstruction_loss", "commitment_loss", "batch_usage_l1"} <= set(rows[0])
+    loaded = load_tokenizer(out, device="cpu")
     assert loaded.hash == written["tokenizer_hash"]
     assert loaded.config.width == 16 and loaded.config.codebook_size == 16
-    assert bool(loaded.model.codebook.initialized) and int(loaded.model.codebook.step) == 4
+    assert bool(loaded.model.codebooks[0].initialized) and int(loaded.model.codebooks[0].step) == 4
 
 
 def test_train_tokenizer_is_reproducible(trained, windows_file, tmp_path):

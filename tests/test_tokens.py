@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from vqdna import VqdnaError
-from vqdna.tokenizer.api import Tokenizer, tokenizer_hash
+from vqdna.tokenizer.api import VQTokenizer, load_tokenizer, tokenizer_hash
 from vqdna.tokenizer.vq import VQVAE, VQConfig
 from vqdna.tokens import read_codes, tokenize_windows
 from vqdna.windows import WindowSettings, write_windows
@@ -44,7 +44,7 @@ def made(tmp_path_factory):
     write_windows(_synthetic_genome(folder), windows, "toy", WindowSettings(length=WINDOW, step=WINDOW, reverse_complement=True))
     torch.manual_seed(0)
     tokenizer_dir = folder / "tokenizer"
-    Tokenizer(VQVAE(VQConfig(width=16, depth=1, codebook_size=16)), device="cpu").save(tokenizer_dir)
+    VQTokenizer(VQVAE(VQConfig(width=16, depth=1, codebook_size=16)), device="cpu").save(tokenizer_dir)
     tokens = folder / "toy.tokens.parquet"
     rows = tokenize_windows(tokenizer_dir, "tiny", windows, tokens, batch_size=7, device="cpu")
     return {"windows": windows, "tokenizer": tokenizer_dir, "tokens": tokens, "rows": rows}
@@ -78,12 +78,13 @@ def test_token_file_carries_the_tokenizer_name_and_hash(made):
 def test_codes_equal_tokenizer_encode_of_the_window_sequences(made):
     sequences = pq.read_table(made["windows"], columns=["sequence"]).column("sequence").to_pylist()
     assert any("N" in s for s in sequences)
-    expected = np.stack([c[0] for c in Tokenizer.load(made["tokenizer"], device="cpu").encode(sequences)])
+    expected = np.stack([c[0] for c in load_tokenizer(made["tokenizer"], device="cpu").encode(sequences)])
     written = np.array(pq.read_table(made["tokens"]).column("codes_l1").to_pylist())
     assert np.array_equal(written, expected)
     codes = read_codes(made["tokens"], tokenizer_hash(made["tokenizer"]))
-    assert codes.shape == (len(sequences), WINDOW, 1)
-    assert np.array_equal(codes[..., 0], expected)
+    assert codes.values.shape == (len(sequences), WINDOW, 1)
+    assert (codes.lengths == WINDOW).all()
+    assert np.array_equal(codes.values[..., 0], expected)
 
 
 def test_read_codes_of_one_split(made):
@@ -92,7 +93,7 @@ def test_read_codes_of_one_split(made):
     everything = read_codes(made["tokens"], digest)
     for split in ("train", "dev", "test"):
         rows = [i for i, s in enumerate(splits) if s == split]
-        assert np.array_equal(read_codes(made["tokens"], digest, split), everything[rows])
+        assert np.array_equal(read_codes(made["tokens"], digest, split).values, everything.values[rows])
 
 
 def test_read_codes_refuses_another_tokenizer(made):

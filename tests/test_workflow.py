@@ -23,7 +23,7 @@ import vqdna.lm.modeling  # noqa: F401  (registers model_type "vqdna" with the A
 from vqdna.finetune.train import weights_fingerprint
 from vqdna.genome import base_ids
 from vqdna.tokenizer import metrics
-from vqdna.tokenizer.api import Tokenizer, tokenizer_hash
+from vqdna.tokenizer.api import load_tokenizer, tokenizer_hash
 from vqdna.windows import WindowSettings
 
 from conftest import REPO, WORKFLOW_GENOMES, snakemake_command, snakemake_env
@@ -116,7 +116,7 @@ def test_the_tokenizer_learns_context_not_just_bases(workflow_run):
 
 def test_held_out_figures_hold_when_measured_again_from_the_saved_tokenizer(workflow_run):
     """Independent of the training code: encode and decode test-split windows through the public API."""
-    tokenizer = Tokenizer.load(workflow_run.path("results/tokenizers/vq512"), device="cpu")
+    tokenizer = load_tokenizer(workflow_run.path("results/tokenizers/vq512"), device="cpu")
     sequences = []
     for genome in workflow_run.config["tokenizers"]["vq512"]["train_genomes"]:
         table = _windows(workflow_run, genome)
@@ -135,9 +135,9 @@ def test_pretrained_model_loads_through_auto_classes_and_names_its_tokenizer(wor
     assert config.model_type == "vqdna"
     assert config.tokenizer_hash == tokenizer_hash(workflow_run.path("results/tokenizers/vq512"))
     model = AutoModelForMaskedLM.from_pretrained(folder)
-    tokenizer = Tokenizer.load(workflow_run.path("results/tokenizers/vq512"), device="cpu")
+    tokenizer = load_tokenizer(workflow_run.path("results/tokenizers/vq512"), device="cpu")
     # The frozen input embedding is the tokenizer's codebook, unchanged by pretraining.
-    assert np.array_equal(model.vqdna.embeddings.code_embeddings[0].weight.detach().numpy(), tokenizer.model.codebook.embed.numpy())
+    assert np.array_equal(model.vqdna.embeddings.code_embeddings[0].weight.detach().numpy(), tokenizer.model.codebooks[0].embed.numpy())
     result = json.loads((folder / "metrics.json").read_text())
     assert 0 < result["heldout_masked_accuracy"][0] <= 1
 

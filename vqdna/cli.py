@@ -58,9 +58,25 @@ def cmd_windows(args: argparse.Namespace) -> None:
 def cmd_train_tokenizer(args: argparse.Namespace) -> None:
     from vqdna.tokenizer.train import train_tokenizer
 
-    result = train_tokenizer(args.name, args.settings, args.windows, args.output, threads=args.threads, device=args.device)
-    levels = ", ".join(f"l{l['level']} usage {l['usage']:.3f} perplexity {l['perplexity']:.1f} probe {l['neighbour_probe']['mean']:.3f}" for l in result["levels"])
-    logging.info("tokenizer %s: held-out reconstruction %.4f; %s", args.name, result["reconstruction_accuracy"], levels)
+    summary = train_tokenizer(args.name, args.settings, args.windows, args.output, threads=args.threads, device=args.device)
+    logging.info("tokenizer %s trained in %.0f s: %s", args.name, summary["train_seconds"], summary.get("tokenizer_hash"))
+
+
+def cmd_evaluate_tokenizer(args: argparse.Namespace) -> None:
+    from vqdna.tokenizer.evaluate import evaluate_tokenizer
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    result = evaluate_tokenizer(args.tokenizer, args.windows, args.settings, args.output)
+    for level in result["levels"]:
+        probe = level.get("neighbour_probe", {}).get("mean")
+        logging.info(
+            "level %d: held-out reconstruction %.4f, usage %.3f, perplexity %.1f%s",
+            level["level"], level["reconstruction_accuracy"], level["usage"], level["perplexity"],
+            f", neighbour probe {probe:.3f}" if probe is not None else "",
+        )
 
 
 def cmd_tokenize(args: argparse.Namespace) -> None:
@@ -143,11 +159,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-fraction", type=float, default=w.test_fraction, help=f"share of each contig held out as test (default {w.test_fraction})")
     p.add_argument("--reverse-complement", action="store_true", help="also emit every window's reverse complement")
 
-    p = add("train-tokenizer", cmd_train_tokenizer, "Train a VQ tokenizer on windows; save it with its held-out metrics.")
+    p = add("train-tokenizer", cmd_train_tokenizer, "Train a tokenizer (VQ-VAE, HRQ, BPE; k-mer and char are written down) on windows.")
     p.add_argument("--name", required=True, help="tokenizer name (the config's tokenizers: key)")
     p.add_argument("--settings", type=_json, required=True, help="the tokenizer's config entry as JSON")
     p.add_argument("--windows", nargs="+", required=True, help="windows .parquet files of its train_genomes")
-    p.add_argument("--output", required=True, help="output folder (config.json, model.safetensors, metrics.json, curves.csv)")
+    p.add_argument("--output", required=True, help="output folder (config.json, the model, training.json, curves)")
+    compute_options(p)
+
+    p = add("evaluate-tokenizer", cmd_evaluate_tokenizer, "Measure a saved tokenizer on held-out windows into metrics.json.")
+    p.add_argument("--tokenizer", required=True, help="tokenizer folder")
+    p.add_argument("--windows", nargs="+", required=True, help="windows .parquet files of its train_genomes (test split measured)")
+    p.add_argument("--settings", type=_json, default={}, help="evaluation settings as JSON (heldout_windows, probe_windows, seed)")
+    p.add_argument("--output", required=True, help="output metrics.json")
     compute_options(p)
 
     p = add("tokenize", cmd_tokenize, "Encode a windows file with a trained tokenizer into a token file.")
@@ -198,5 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except VqdnaError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as err:
+        print(f"error: {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
         return 1
     return 0

@@ -111,9 +111,10 @@ def fetch_genome(
 
         actual = sha256_of(raw)
         if expected is not None and actual != expected:
+            fate = "the download was deleted" if raw.parent == work else "the file was left as it is"
             raise VqdnaError(
                 f"genome {genome}: sha256 mismatch for {origin} (expected {expected}, got {actual}); "
-                "the download was deleted: fix the sheet's sha256 or the source"
+                f"{fate}: fix the sheet's sha256 or the source"
             )
 
         fasta = work / output.name

@@ -81,8 +81,8 @@ def write_bgzip_fasta(source: str | Path, destination: str | Path, *, label: str
     ``label`` names the file in error messages (defaults to ``source``). Errors
     name the file and line: non-FASTA input, empty files, headers without a
     name, duplicate contig names, characters outside ACGT + IUPAC codes
-    (digits, spaces, punctuation). CRLF line endings and trailing blanks are
-    accepted.
+    (digits, spaces, punctuation), records without sequence. CRLF line
+    endings and trailing blanks are accepted.
     """
     label = label or str(source)
     contigs: list[Contig] = []
@@ -107,6 +107,8 @@ def write_bgzip_fasta(source: str | Path, destination: str | Path, *, label: str
                     line = raw.rstrip()  # CRLF and trailing blanks; blanks inside stay errors
                     if line.startswith(b">"):
                         if name is not None:
+                            if length == 0:
+                                raise VqdnaError(f"{label} line {seen[name]}: record {name!r} has no sequence")
                             flush(final=True)
                             contigs.append(Contig(name, length))
                         words = line[1:].split()
@@ -140,12 +142,12 @@ def write_bgzip_fasta(source: str | Path, destination: str | Path, *, label: str
                 raise VqdnaError(f"{label}: cannot be read as plain or gzip text ({err})") from None
         if name is None:
             raise VqdnaError(f"{label}: empty file, no FASTA record found")
+        if length == 0:
+            raise VqdnaError(f"{label} line {seen[name]}: record {name!r} has no sequence")
         flush(final=True)
         contigs.append(Contig(name, length))
     finally:
         out.close()
-    if sum(c.length for c in contigs) == 0:
-        raise VqdnaError(f"{label}: FASTA records hold no sequence")
     return contigs
 
 

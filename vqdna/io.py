@@ -8,6 +8,7 @@ metadata under the ``vqdna.`` prefix (DuckDB: ``parquet_kv_metadata()``).
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import shutil
@@ -137,6 +138,14 @@ def parquet_writer(path: str | Path, schema: pa.Schema) -> Iterator[pq.ParquetWr
             yield writer
         finally:
             writer.close()
+
+
+def write_csv(path: str | Path, rows: list[dict]) -> None:
+    """Rows of equal keys as CSV with a header (training curves and the like)."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def write_json(path: str | Path, value: object) -> None:

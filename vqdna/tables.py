@@ -1,7 +1,7 @@
 """Result tables: fine-tuning metrics gathered over seeds, mean ± std, as CSV and Markdown.
 
-A missing result (a run/dataset pair with no metrics file) is shown as missing,
-never as zero.
+A metric a task does not report (MCC of a regression, Spearman of a
+classification) is left empty, never shown as zero.
 """
 
 from __future__ import annotations
@@ -43,11 +43,12 @@ def summarize(metrics_files: list[str | Path]) -> list[dict]:
 
 
 def to_markdown(rows: list[dict]) -> str:
-    header = ["run", "dataset", "group", "metric", "score (mean ± std)", "seeds", "accuracy", "f1", "mcc"]
+    metrics = ["accuracy", "f1", "mcc", "spearman", "mse"]
+    header = ["run", "dataset", "group", "metric", "score (mean ± std)", "seeds", *metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         score = f"{100 * r['score_mean']:.2f} ± {100 * r['score_std']:.2f}"
-        cells = [r["run"], r["dataset"], r["group"], r["metric"], score, str(r["seeds"]), r["accuracy"] or "missing", r["f1"] or "missing", r["mcc"] or "missing"]
+        cells = [r["run"], r["dataset"], r["group"], r["metric"], score, str(r["seeds"]), *(r[m] or "–" for m in metrics)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

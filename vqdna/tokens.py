@@ -6,6 +6,7 @@ the hash they expect and refuse a file made with another tokenizer.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,17 +15,12 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from vqdna import VqdnaError
 from vqdna.genome import base_ids
 from vqdna.io import WINDOW_KEY_FIELDS, code_type, parquet_writer, read_metadata, require_metadata, tokens_schema, with_metadata
-from vqdna.tokenizer.api import Tokenizer
+from vqdna.tokenizer.api import VQTokenizer, load_tokenizer
 
 _KEY_COLUMNS = [f.name for f in WINDOW_KEY_FIELDS]
 _ROWS_PER_GROUP = 8192
-
-
-def code_columns(num_levels: int) -> list[str]:
-    return [f"codes_l{n}" for n in range(1, num_levels + 1)]
 
 
 def _list_column(codes: np.ndarray, vocab_size: int) -> pa.ListArray:
@@ -33,6 +29,25 @@ def _list_column(codes: np.ndarray, vocab_size: int) -> pa.ListArray:
     offsets = pa.array(np.arange(0, (rows + 1) * length, length, dtype=np.int32))
     values = pa.array(codes.ravel().astype(code_type(vocab_size).to_pandas_dtype()))
     return pa.ListArray.from_arrays(offsets, values)
+
+
+def _ragged_column(arrays: list[np.ndarray], value_type: pa.DataType) -> pa.ListArray:
+    offsets = np.concatenate([[0], np.cumsum([len(a) for a in arrays])]).astype(np.int32)
+    values = np.concatenate(arrays) if arrays else np.empty(0)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.astype(value_type.to_pandas_dtype())))
+
+
+def _code_columns(tokenizer, sequences: list[str], batch_size: int) -> list[pa.ListArray]:
+    """Learned tokenizers: one code per nucleotide and level. Baselines: ids + token_starts."""
+    if isinstance(tokenizer, VQTokenizer):
+        ids = base_ids("".join(sequences)).reshape(len(sequences), -1)
+        parts = [tokenizer.encode_ids(ids[i : i + batch_size]) for i in range(0, len(ids), batch_size)]
+        return [_list_column(np.concatenate([p[level] for p in parts]), size) for level, size in enumerate(tokenizer.level_sizes)]
+    encoded = tokenizer.encode_with_starts(sequences)
+    return [
+        _ragged_column([ids for ids, _ in encoded], code_type(tokenizer.level_sizes[0])),
+        _ragged_column([starts for _, starts in encoded], pa.int32()),
+    ]
 
 
 def tokenize_windows(
@@ -48,12 +63,13 @@ def tokenize_windows(
     """Write the token file of one genome; returns its row count."""
     if threads:
         torch.set_num_threads(threads)
-    tokenizer = Tokenizer.load(tokenizer_dir, device=device)
+    tokenizer = load_tokenizer(tokenizer_dir, device=device)
     windows_meta = read_metadata(windows_path)
     schema = with_metadata(
-        tokens_schema(tokenizer.level_sizes, with_token_starts=False),
+        tokens_schema(tokenizer.level_sizes, with_token_starts=not isinstance(tokenizer, VQTokenizer)),
         genome=windows_meta.get("vqdna.genome", ""),
         tokenizer=tokenizer_name,
+        tokenizer_type=tokenizer.config.type,
         tokenizer_hash=tokenizer.hash,
         windows=windows_meta.get("vqdna.windows", ""),
     )
@@ -63,36 +79,71 @@ def tokenize_windows(
         total=source.metadata.num_rows, unit="window", desc=f"tokenize {Path(windows_path).stem}", mininterval=10
     ) as progress:
         for batch in source.iter_batches(batch_size=_ROWS_PER_GROUP, columns=_KEY_COLUMNS + ["sequence"]):
-            sequences = batch.column("sequence").to_pylist()
-            ids = base_ids("".join(sequences)).reshape(len(sequences), -1)
-            parts = [tokenizer.encode_ids(ids[i : i + batch_size]) for i in range(0, len(ids), batch_size)]
             columns = [batch.column(name) for name in _KEY_COLUMNS]
-            for level, size in enumerate(tokenizer.level_sizes):
-                columns.append(_list_column(np.concatenate([p[level] for p in parts]), size))
+            columns += _code_columns(tokenizer, batch.column("sequence").to_pylist(), batch_size)
             writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=schema), row_group_size=_ROWS_PER_GROUP)
             rows += batch.num_rows
             progress.update(batch.num_rows)
     return rows
 
 
-def read_codes(path: str | Path, expected_hash: str, split: str | None = None) -> np.ndarray:
-    """Codes of a token file as (windows, length, levels) uint16/uint32, after checking its tokenizer hash."""
+@dataclass
+class Codes:
+    """Token codes of windows, padded: ``values`` (windows, longest, levels), ``lengths`` (windows,)."""
+
+    values: np.ndarray
+    lengths: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @classmethod
+    def concatenate(cls, parts: list["Codes"]) -> "Codes":
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls(np.zeros((0, 0, 1), np.uint16), np.zeros(0, np.int64))
+        longest, levels = max(p.values.shape[1] for p in parts), parts[0].values.shape[2]
+        values = np.zeros((sum(len(p) for p in parts), longest, levels), dtype=parts[0].values.dtype)
+        row = 0
+        for p in parts:
+            values[row : row + len(p), : p.values.shape[1]] = p.values
+            row += len(p)
+        return cls(values, np.concatenate([p.lengths for p in parts]))
+
+    def chunked(self, length: int) -> "Codes":
+        """Cut every window into consecutive pieces of at most ``length`` tokens, so nothing is left unread."""
+        if self.values.shape[1] <= length:
+            return self
+        pieces, lengths = [], []
+        for start in range(0, self.values.shape[1], length):
+            piece_lengths = np.clip(self.lengths - start, 0, length)
+            keep = piece_lengths > 0
+            piece = np.zeros((int(keep.sum()), length, self.values.shape[2]), dtype=self.values.dtype)
+            chunk = self.values[keep, start : start + length]
+            piece[:, : chunk.shape[1]] = chunk
+            pieces.append(piece)
+            lengths.append(piece_lengths[keep])
+        return Codes(np.concatenate(pieces), np.concatenate(lengths))
+
+
+def read_codes(path: str | Path, expected_hash: str, split: str | None = None) -> Codes:
+    """Codes of a token file, padded with 0 to its longest window, after checking its tokenizer hash."""
     require_metadata(
         path,
         "tokenizer_hash",
         expected_hash,
         "it was made with another tokenizer: delete it and rerun so it is re-tokenized",
     )
-    schema = pq.read_schema(path)
-    levels = [name for name in schema.names if name.startswith("codes_l")]
+    levels = [name for name in pq.read_schema(path).names if name.startswith("codes_l")]
     table = pq.read_table(path, columns=levels, filters=[("split", "==", split)] if split else None)
     if table.num_rows == 0:
-        return np.empty((0, 0, len(levels)), dtype=np.uint16)
-    arrays = []
-    for name in levels:
-        column = table.column(name).combine_chunks()
-        flat = column.flatten().to_numpy(zero_copy_only=False)
-        if len(flat) % table.num_rows:
-            raise VqdnaError(f"{path}: windows of unequal length in {name}")
-        arrays.append(flat.reshape(table.num_rows, -1))
-    return np.stack(arrays, axis=-1)
+        return Codes.concatenate([])
+    columns = [table.column(name).combine_chunks() for name in levels]
+    offsets = np.asarray(columns[0].offsets)
+    lengths = np.diff(offsets)
+    values = np.zeros((table.num_rows, int(lengths.max()), len(levels)), dtype=columns[0].type.value_type.to_pandas_dtype())
+    rows = np.repeat(np.arange(table.num_rows), lengths)
+    positions = np.arange(offsets[-1] - offsets[0]) - np.repeat(offsets[:-1] - offsets[0], lengths)
+    for level, column in enumerate(columns):
+        values[rows, positions, level] = column.flatten().to_numpy(zero_copy_only=False)
+    return Codes(values, lengths.astype(np.int64))

@@ -10,6 +10,7 @@ every split. The last partial window of a region is dropped.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -26,6 +27,7 @@ from vqdna import VqdnaError
 from vqdna.genome import base_ids, normalise_sequence, read_contigs
 from vqdna.io import SPLITS, WINDOWS_SCHEMA, parquet_writer, with_metadata
 
+log = logging.getLogger(__name__)
 _COMPLEMENT = str.maketrans("ACGTN", "TGCAN")
 _ROWS_PER_GROUP = 8192  # ~4 MB of sequence per row group at 512 nt: streams in small, flat memory
 
@@ -132,6 +134,9 @@ def write_windows(fasta_path: str | Path, output: str | Path, genome: str, setti
             writer.write_batch(batch, row_group_size=_ROWS_PER_GROUP)
             split = batch.column("split").dictionary[0].as_py()
             counts[split] += batch.num_rows
+        for split, count in counts.items():
+            if count == 0:
+                log.warning("%s: genome %s has no %s-split window", fasta_path, genome, split)
         if sum(counts.values()) == 0:
             raise VqdnaError(
                 f"{fasta_path}: genome {genome} has no usable window (length {settings.length}, "

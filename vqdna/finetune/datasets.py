@@ -12,6 +12,7 @@ Two kinds of source:
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import tempfile
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vqdna import VqdnaError
-from vqdna.download import download_file, is_remote, sha256_of
+from vqdna.download import download_file, is_remote
 from vqdna.genome import base_ids, normalise_sequence
 from vqdna.io import SPLITS, dataset_schema, parquet_writer, with_metadata
 
@@ -32,23 +33,28 @@ TASKS = ("classification", "regression")
 
 @dataclass
 class DatasetSpec:
-    """One row of the datasets sheet (``config/datasets.tsv``); columns of the same names."""
+    """One row of the datasets sheet (``config/datasets.tsv``); columns of the same names.
+
+    Fine-tuning defaults follow DNABERT-2's public GUE recipe (batch 32, lr 3e-5,
+    warm-up 50 steps); the sheet sets epochs and anything else per task.
+    """
 
     dataset: str
-    group: str
     task: str
     num_labels: int
-    metric: str
     max_length: int
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    warmup_steps: int
+    group: str = ""
+    metric: str = "mcc"
+    epochs: int = 3
+    batch_size: int = 32
+    learning_rate: float = 3e-5
+    warmup_steps: int = 50
     source: str = ""
-    sha256: str = ""
+    sha256: str = ""  # CSV folder: of train.csv + dev.csv + test.csv concatenated
     genomes: str = ""  # genome classification: comma-separated genome ids, in label order
     samples_per_genome: int | None = None  # genome classification: cap per genome and split
     max_train_samples: int | None = None  # a seeded subset of the train split (dev/test stay whole)
+    description: str = ""
     seed: int = 0
 
     @property
@@ -85,8 +91,8 @@ def _read_csv_split(text: str, where: str, spec: DatasetSpec) -> tuple[list[str]
     return sequences, labels
 
 
-def _fetch_csv_splits(spec: DatasetSpec) -> dict[str, tuple[str, str, str]]:
-    """split -> (text, sha256, where it came from), from a local folder or a URL prefix."""
+def _fetch_csv_splits(spec: DatasetSpec) -> dict[str, tuple[bytes, str]]:
+    """split -> (raw bytes, where they came from), from a local folder or a URL prefix."""
     out = {}
     for split in SPLITS:
         if is_remote(spec.source):
@@ -94,12 +100,12 @@ def _fetch_csv_splits(spec: DatasetSpec) -> dict[str, tuple[str, str, str]]:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / f"{split}.csv"
                 download_file(url, path)
-                out[split] = (path.read_text(), sha256_of(path), url)
+                out[split] = (path.read_bytes(), url)
         else:
             path = Path(spec.source).expanduser() / f"{split}.csv"
             if not path.is_file():
                 raise VqdnaError(f"dataset {spec.dataset}: {path} not found (a GUE folder holds train.csv, dev.csv, test.csv)")
-            out[split] = (path.read_text(), sha256_of(path), str(path))
+            out[split] = (path.read_bytes(), str(path))
     return out
 
 
@@ -156,11 +162,15 @@ def prepare_dataset(spec: DatasetSpec, output_dir: str | Path, windows: dict[str
         provenance["genomes"] = spec.genome_list
     elif spec.source:
         fetched = _fetch_csv_splits(spec)
-        splits = {}
-        for split, (text, digest, where) in fetched.items():
-            splits[split] = _read_csv_split(text, where, spec)
+        digest = hashlib.sha256(b"".join(raw for raw, _ in fetched.values())).hexdigest()
+        if spec.sha256 and digest != spec.sha256.lower():
+            raise VqdnaError(
+                f"dataset {spec.dataset}: sha256 mismatch for {spec.source} train/dev/test.csv "
+                f"(expected {spec.sha256.lower()}, got {digest}); fix the sheet's sha256 or the source"
+            )
+        splits = {split: _read_csv_split(raw.decode("utf-8-sig"), where, spec) for split, (raw, where) in fetched.items()}
         provenance["source"] = spec.source
-        provenance["source_sha256"] = {split: digest for split, (_, digest, _) in fetched.items()}
+        provenance["source_sha256"] = digest
     else:
         raise VqdnaError(f"dataset {spec.dataset}: give either a source (CSV folder or URL) or genomes")
 

@@ -27,19 +27,22 @@ from vqdna.finetune.datasets import DatasetSpec, read_split
 from vqdna.finetune.metrics import classification_metrics, regression_metrics
 from vqdna.io import atomic_dir, parquet_writer, with_metadata, write_json
 from vqdna.lm.modeling import VqdnaForSequenceClassification
-from vqdna.tokenizer.api import Tokenizer, best_device
+from vqdna.tokenizer.api import VQTokenizer, load_tokenizer, best_device
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class LoraSettings:
-    """LoRA hyper-parameters (not published by the paper): rank 8, alpha 16, on all attention projections."""
+    """LoRA hyper-parameters (not published by the paper): rank 8, alpha 16, on every linear layer of the encoder.
+
+    ``dense`` is the attention output projection; ``intermediate`` and ``output`` the MLP.
+    """
 
     r: int = 8
     alpha: int = 16
     dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: ["query", "key", "value", "dense"])
+    target_modules: list[str] = field(default_factory=lambda: ["query", "key", "value", "dense", "intermediate", "output"])
 
 
 @dataclass
@@ -117,7 +120,7 @@ def _check_targets(model: torch.nn.Module, targets: list[str]) -> None:
         )
 
 
-def _encode(tokenizer: Tokenizer, sequences: list[str], max_length: int) -> list[np.ndarray]:
+def _encode(tokenizer: VQTokenizer, sequences: list[str], max_length: int) -> list[np.ndarray]:
     return tokenizer.encode([s[:max_length] for s in sequences])
 
 
@@ -140,13 +143,15 @@ def finetune(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     device = torch.device(device) if device else best_device()
+    if not (Path(pretrained_dir) / "config.json").is_file():
+        raise VqdnaError(f"{pretrained_dir}: not a pretrained model folder (config.json missing)")
 
     model = VqdnaForSequenceClassification.from_pretrained(
         pretrained_dir,
         num_labels=spec.num_labels if spec.task == "classification" else 1,
         problem_type="regression" if spec.task == "regression" else "single_label_classification",
     )
-    tokenizer = Tokenizer.load(tokenizer_dir, device=device)
+    tokenizer = load_tokenizer(tokenizer_dir, device=device)
     if model.config.tokenizer_hash != tokenizer.hash:
         raise VqdnaError(
             f"{pretrained_dir} was pretrained on tokenizer {model.config.tokenizer_hash} but {tokenizer_dir} "

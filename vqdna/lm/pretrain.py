@@ -11,7 +11,7 @@ config alone, whatever the process count.
 
 from __future__ import annotations
 
-import csv
+import functools
 import logging
 import math
 import time
@@ -24,11 +24,11 @@ from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from vqdna import VqdnaError
-from vqdna.io import atomic_dir, write_json
+from vqdna.io import atomic_dir, write_csv, write_json
 from vqdna.lm.configuration import VqdnaConfig
 from vqdna.lm.modeling import VqdnaForMaskedLM
-from vqdna.tokenizer.api import Tokenizer, best_device
-from vqdna.tokens import read_codes
+from vqdna.tokenizer.api import load_tokenizer, best_device
+from vqdna.tokens import Codes, read_codes
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class PretrainConfig:
     learning_rate: float = 5e-4
     weight_decay: float = 0.01
     warmup_steps: int = 10_000
-    max_length: int | None = None  # crop windows to this many positions; None: whole windows
+    max_length: int | None = None  # cut windows into pieces of this many tokens; None: whole windows
     log_every: int = 100
     heldout_windows: int = 1024
     seed: int = 0
@@ -94,17 +94,26 @@ def _uniform_keys(seed: int, step: int, sample_index: np.ndarray, length: int) -
     return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-def mask_positions(seed: int, step: int, sample_index: np.ndarray, length: int, ratio: float) -> np.ndarray:
-    """Exactly round(ratio * length) masked positions per sample, keyed by (seed, step, global sample index)."""
-    count = max(1, round(ratio * length))
+def mask_positions(
+    seed: int, step: int, sample_index: np.ndarray, length: int, ratio: float, lengths: np.ndarray | None = None
+) -> np.ndarray:
+    """Exactly round(ratio * n) masked positions among each sample's n real tokens.
+
+    Keyed by (seed, step, global sample index): a sample's mask does not depend
+    on the batch it is in or on the process count. ``lengths`` (per sample)
+    leaves padding unmasked; without it every position is real.
+    """
+    lengths = np.full(len(sample_index), length) if lengths is None else np.asarray(lengths)
     keys = _uniform_keys(seed, step, sample_index, length)
-    chosen = np.argsort(keys, axis=1, kind="stable")[:, :count]
-    mask = np.zeros(keys.shape, dtype=bool)
-    np.put_along_axis(mask, chosen, True, axis=1)
-    return mask
+    keys[np.arange(length)[None, :] >= lengths[:, None]] = np.inf  # padding is never chosen
+    rank = np.argsort(np.argsort(keys, axis=1, kind="stable"), axis=1, kind="stable")
+    counts = np.maximum(1, np.rint(ratio * lengths)).astype(np.int64)
+    return rank < counts[:, None]
 
 
+@functools.lru_cache(maxsize=2)
 def sample_order(seed: int, epoch: int, num_windows: int) -> np.ndarray:
+    """The order windows are read in during one epoch (cached: one permutation per epoch, not per step)."""
     return np.random.default_rng([seed, epoch]).permutation(num_windows)
 
 
@@ -120,29 +129,43 @@ def global_batch_indices(seed: int, step: int, batch_size: int, num_windows: int
     return np.stack([sample_index, windows])
 
 
-def _masked_batch(codes: np.ndarray, sample_index: np.ndarray, seed: int, step: int, ratio: float, device: torch.device):
-    mask = mask_positions(seed, step, sample_index, codes.shape[1], ratio)
-    input_ids = torch.as_tensor(codes.astype(np.int64), device=device)  # (B, L, levels)
+def _masked_batch(codes: Codes, rows: np.ndarray, sample_index: np.ndarray, seed: int, step: int, ratio: float, device: torch.device):
+    """Inputs, mask, labels (-100 where unscored) and attention mask of the windows ``rows``."""
+    lengths = codes.lengths[rows]
+    longest = int(lengths.max())
+    values = codes.values[rows, :longest]
+    mask = mask_positions(seed, step, sample_index, longest, ratio, lengths)
+    input_ids = torch.as_tensor(values.astype(np.int64), device=device)  # (B, L, levels)
     masked = torch.as_tensor(mask, device=device)
     labels = torch.where(masked[..., None], input_ids, torch.full_like(input_ids, -100))
-    return input_ids, masked, labels
+    attention = torch.as_tensor(np.arange(longest)[None, :] < lengths[:, None], device=device)
+    return input_ids, masked, labels, attention
 
 
 @torch.no_grad()
-def masked_accuracy(model: VqdnaForMaskedLM, codes: np.ndarray, seed: int, ratio: float, device: torch.device, batch: int = 64) -> list[float]:
+def masked_accuracy(model: VqdnaForMaskedLM, codes: Codes, seed: int, ratio: float, device: torch.device, batch: int = 64) -> list[float]:
     """Held-out masked-code accuracy per level, with masks fixed by (seed, step 0)."""
     model.eval()
-    correct = np.zeros(codes.shape[-1])
+    correct = np.zeros(codes.values.shape[-1])
     total = 0
     for i in range(0, len(codes), batch):
-        chunk = codes[i : i + batch]
-        input_ids, masked, labels = _masked_batch(chunk, np.arange(i, i + len(chunk)), seed, 0, ratio, device)
-        out = model(input_ids, masked_positions=masked)
+        rows = np.arange(i, min(i + batch, len(codes)))
+        input_ids, masked, labels, attention = _masked_batch(codes, rows, rows, seed, 0, ratio, device)
+        out = model(input_ids, attention_mask=attention, masked_positions=masked)
         for level, logits in enumerate(out.level_logits):
             correct[level] += (logits.argmax(-1)[masked] == labels[..., level][masked]).sum().item()
         total += int(masked.sum())
     model.train()
     return (correct / max(1, total)).tolist()
+
+
+def _heldout_sample(parts: list[Codes], count: int, seed: int) -> Codes:
+    """A seeded sample of held-out windows spread over every genome (not the first genome's first windows)."""
+    held = Codes.concatenate(parts)
+    if len(held) <= count:
+        return held
+    pick = np.sort(np.random.default_rng(seed).choice(len(held), count, replace=False))
+    return Codes(held.values[pick], held.lengths[pick])
 
 
 def pretrain(
@@ -161,13 +184,14 @@ def pretrain(
         torch.set_num_threads(threads)
     torch.manual_seed(run.seed)
     device = torch.device(device) if device else best_device()
-    tokenizer = Tokenizer.load(tokenizer_dir, device="cpu")
-    train_codes = np.concatenate([read_codes(p, tokenizer.hash, "train") for p in token_files])
-    heldout = np.concatenate([read_codes(p, tokenizer.hash, "test") for p in token_files])
+    tokenizer = load_tokenizer(tokenizer_dir, device="cpu")
+    train_codes = Codes.concatenate([read_codes(p, tokenizer.hash, "train") for p in token_files])
+    heldout = _heldout_sample([read_codes(p, tokenizer.hash, "test") for p in token_files], run.heldout_windows, run.seed)
     if len(train_codes) == 0:
         raise VqdnaError(f"runs.{name}: no train-split windows in {', '.join(map(str, token_files))}")
-    length = min(run.max_length or train_codes.shape[1], train_codes.shape[1])
-    train_codes, heldout = train_codes[:, :length], heldout[: run.heldout_windows, :length]
+    if run.max_length:  # every window cut into max_length pieces: all of the corpus is read
+        train_codes, heldout = train_codes.chunked(run.max_length), heldout.chunked(run.max_length)
+    length = train_codes.values.shape[1]
 
     config = VqdnaConfig(
         vocab_sizes=tokenizer.level_sizes,
@@ -178,14 +202,15 @@ def pretrain(
         **run.encoder,
     )
     model = VqdnaForMaskedLM(config)
-    model.vqdna.set_code_embeddings([cb.embed for cb in tokenizer.model.codebooks])
+    if tokenizer.embedding_dim is not None:  # learned tokenizers: their codebooks are the frozen input embedding
+        model.vqdna.set_code_embeddings(tokenizer.codebook_tables())
     model.to(device).train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=run.learning_rate, weight_decay=run.weight_decay, betas=(0.9, 0.98))
     schedule = get_cosine_schedule_with_warmup(optimizer, run.warmup_steps, run.steps)
     use_bf16 = device.type == "cuda"
     log.info(
-        "run %s: %d train windows x %d positions, %.1fM trainable parameters, %s",
+        "run %s: %d train sequences of up to %d tokens, %.1fM trainable parameters, %s",
         name, len(train_codes), length, sum(p.numel() for p in trainable) / 1e6, device,
     )
 
@@ -193,9 +218,9 @@ def pretrain(
     started = time.time()
     for step in tqdm(range(1, run.steps + 1), desc=f"pretrain {name}", mininterval=10):
         sample_index, rows = global_batch_indices(run.seed, step, run.batch_size, len(train_codes))
-        input_ids, masked, labels = _masked_batch(train_codes[rows], sample_index, run.seed, step, run.mask_ratio, device)
+        input_ids, masked, labels, attention = _masked_batch(train_codes, rows, sample_index, run.seed, step, run.mask_ratio, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss = model(input_ids, masked_positions=masked, labels=labels).loss
+            loss = model(input_ids, attention_mask=attention, masked_positions=masked, labels=labels).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -212,8 +237,8 @@ def pretrain(
         "run": name,
         "tokenizer": run.tokenizer,
         "tokenizer_hash": tokenizer.hash,
-        "train_windows": int(len(train_codes)),
-        "heldout_windows": int(len(heldout)),
+        "train_sequences": int(len(train_codes)),
+        "heldout_sequences": int(len(heldout)),
         "steps": run.steps,
         "final_loss": curves[-1]["loss"],
         "heldout_masked_accuracy": accuracy,
@@ -223,8 +248,5 @@ def pretrain(
     with atomic_dir(output_dir) as tmp:
         model.save_pretrained(tmp)
         write_json(tmp / "metrics.json", result)
-        with open(tmp / "curves.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(curves[0]))
-            writer.writeheader()
-            writer.writerows(curves)
+        write_csv(tmp / "curves.csv", curves)
     return result

@@ -1,9 +1,15 @@
 """The tokenizer as users and the pipeline see it: encode, decode, embed, save, load, hash.
 
-A saved tokenizer is a directory with ``config.json`` (architecture) and
-``model.safetensors`` (weights and codebook buffers). Its content hash, the
-sha256 of those two files, is stamped into every token file made with it and
-checked by every consumer.
+A saved tokenizer is a directory with ``config.json`` (its type and
+architecture) and its model: ``model.safetensors`` (weights and codebook
+buffers) for the learned VQ/HRQ tokenizers, ``tokenizer.json`` for BPE, nothing
+for k-mer and char. Its content hash, the sha256 of those files, is stamped into
+every token file made with it and checked by every consumer.
+
+Every tokenizer offers ``encode(sequences)`` (per sequence an array of codes,
+levels x tokens), ``encode_with_starts`` (ids and each token's offset; level 1),
+``decode(codes)`` and ``level_sizes``; learned ones also ``embed(codes)`` and
+``codebook_tables()``, the frozen input embedding of the encoder.
 """
 
 from __future__ import annotations
@@ -20,13 +26,16 @@ from safetensors.torch import load_file, save_file
 
 from vqdna import VqdnaError, __version__
 from vqdna.genome import base_ids, bases_from_ids
+from vqdna.tokenizer.baselines import BASELINE_TYPES, BPE_FILE, BaselineTokenizer, BPETokenizer
 from vqdna.tokenizer.convnext import NUM_BASES
+from vqdna.tokenizer.hrq import HRQ, HRQConfig
 from vqdna.tokenizer.vq import VQVAE, VQConfig
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+MODEL_FILES = (WEIGHTS_FILE, BPE_FILE)
 
-MODEL_TYPES = {"vq": (VQConfig, VQVAE)}
+MODEL_TYPES = {"vq": (VQConfig, VQVAE), "hrq": (HRQConfig, HRQ)}
 
 
 def onehot(ids: torch.Tensor) -> torch.Tensor:
@@ -35,23 +44,46 @@ def onehot(ids: torch.Tensor) -> torch.Tensor:
 
 
 def tokenizer_hash(directory: str | Path) -> str:
-    """sha256 of config.json + model.safetensors: the tokenizer's identity."""
+    """sha256 of config.json and the model file(s) beside it: the tokenizer's identity."""
     directory = Path(directory)
+    if not (directory / CONFIG_FILE).is_file():
+        raise VqdnaError(f"{directory}: not a saved tokenizer ({CONFIG_FILE} missing)")
     digest = hashlib.sha256()
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        path = directory / name
-        if not path.is_file():
-            raise VqdnaError(f"{directory}: not a saved tokenizer ({name} missing)")
-        digest.update(path.read_bytes())
+    for name in (CONFIG_FILE, *MODEL_FILES):
+        if (directory / name).is_file():
+            digest.update(name.encode())
+            digest.update((directory / name).read_bytes())
     return digest.hexdigest()
+
+
+def load_tokenizer(directory: str | Path, device: torch.device | str | None = None) -> "VQTokenizer | BaselineTokenizer":
+    """Any saved tokenizer, learned or baseline, by the type in its config.json."""
+    directory = Path(directory)
+    digest = tokenizer_hash(directory)
+    raw = json.loads((directory / CONFIG_FILE).read_text())
+    raw.pop("producer", None)
+    kind = raw.get("type")
+    if kind in MODEL_TYPES:
+        config_class, model_class = MODEL_TYPES[kind]
+        if not (directory / WEIGHTS_FILE).is_file():
+            raise VqdnaError(f"{directory}: not a saved tokenizer ({WEIGHTS_FILE} missing)")
+        model = model_class(config_class(**raw))
+        model.load_state_dict(load_file(directory / WEIGHTS_FILE))
+        return VQTokenizer(model, hash=digest, device=device)
+    if kind in BASELINE_TYPES:
+        config_class, tokenizer_class = BASELINE_TYPES[kind]
+        if tokenizer_class is BPETokenizer:
+            return BPETokenizer(config_class(**raw), BPETokenizer.load_model(directory), hash=digest)
+        return tokenizer_class(config_class(**raw), hash=digest)
+    raise VqdnaError(f"{directory / CONFIG_FILE}: unknown tokenizer type {kind!r}")
 
 
 def best_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-class Tokenizer:
-    """A trained VQ tokenizer. ``encode`` -> codes per level; ``decode`` -> sequences; ``embed`` -> vectors."""
+class VQTokenizer:
+    """A learned VQ-VAE or HRQ tokenizer: one code per nucleotide and level."""
 
     def __init__(self, model: VQVAE, *, hash: str | None = None, device: torch.device | str | None = None):
         self.device = torch.device(device) if device is not None else best_device()
@@ -71,6 +103,10 @@ class Tokenizer:
     def embedding_dim(self) -> int:
         return self.config.dim
 
+    def codebook_tables(self) -> list[torch.Tensor]:
+        """Each level's code vectors (K_n, D): the frozen input embedding of the encoder."""
+        return [codebook.embed.detach().cpu() for codebook in self.model.codebooks]
+
     # -- persistence ---------------------------------------------------------------------------
     def save(self, directory: str | Path) -> str:
         directory = Path(directory)
@@ -81,20 +117,6 @@ class Tokenizer:
         save_file(state, directory / WEIGHTS_FILE, metadata={"format": "pt"})
         self.hash = tokenizer_hash(directory)
         return self.hash
-
-    @classmethod
-    def load(cls, directory: str | Path, device: torch.device | str | None = None) -> "Tokenizer":
-        directory = Path(directory)
-        digest = tokenizer_hash(directory)
-        raw = json.loads((directory / CONFIG_FILE).read_text())
-        raw.pop("producer", None)
-        kind = raw.get("type")
-        if kind not in MODEL_TYPES:
-            raise VqdnaError(f"{directory / CONFIG_FILE}: unknown tokenizer type {kind!r}")
-        config_class, model_class = MODEL_TYPES[kind]
-        model = model_class(config_class(**raw))
-        model.load_state_dict(load_file(directory / WEIGHTS_FILE))
-        return cls(model, hash=digest, device=device)
 
     # -- batched encode / decode / embed --------------------------------------------------------
     @torch.no_grad()
@@ -125,6 +147,10 @@ class Tokenizer:
                 for j, i in enumerate(chunk):
                     out[i] = np.stack([level[j] for level in codes])
         return out  # type: ignore[return-value]
+
+    def encode_with_starts(self, sequences: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Level-1 codes and token offsets (one code per nucleotide: 0, 1, 2, ...)."""
+        return [(c[0], np.arange(c.shape[1], dtype=np.int32)) for c in self.encode(sequences)]
 
     @torch.no_grad()
     def embed(self, codes: list[np.ndarray]) -> list[np.ndarray]:

@@ -1,30 +1,35 @@
-"""Stage 1: train a VQ tokenizer on the windows of its ``train_genomes``, then measure it on held-out windows.
+"""Stage 1: train a tokenizer on the windows of its ``train_genomes`` (measuring it is :mod:`evaluate`'s job).
 
-Training draws random crops of random train-split windows; the final
-``restart_free_steps`` steps run without dead-code restarts, so the codebook a
-user gets has settled (a restart makes usage jump for a while). Metrics are
-taken at the end on the test-split windows of the same genomes.
+Learned tokenizers (VQ-VAE, HRQ) train on random crops of random train-split
+windows; the final ``restart_free_steps`` steps run without dead-code restarts,
+so the codebook a user gets has settled (a restart makes usage jump for a
+while). BPE learns its merges from the same windows; k-mer and char need no
+training and are only written down.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from vqdna import VqdnaError
-from vqdna.io import atomic_dir, write_json
+from vqdna.io import atomic_dir, write_csv, write_json
+from vqdna.genome import bases_from_ids
 from vqdna.tokenizer import metrics
-from vqdna.tokenizer.api import MODEL_TYPES, Tokenizer, onehot
-from vqdna.windows import read_base_ids
+from vqdna.tokenizer.api import MODEL_TYPES, VQTokenizer, onehot
+from vqdna.tokenizer.baselines import BASELINE_TYPES, BPETokenizer
+from vqdna.tokenizer.evaluate import TRAINING_FILE, TokenizerEvalConfig, load_windows
 
 log = logging.getLogger(__name__)
 
@@ -40,85 +45,40 @@ class TokenizerTrainConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 500
     restart_free_steps: int = 500  # final stretch without dead-code restarts
-    heldout_windows: int = 1024  # test-split windows measured at the end
-    probe_windows: int = 4096  # train-split windows that fit the neighbour probe's table
     log_every: int = 50
     seed: int = 0
 
 
-def split_config(name: str, settings: dict) -> tuple[object, TokenizerTrainConfig]:
-    """Split a ``tokenizers:`` entry into its model config and its training config, by field name."""
-    settings = dict(settings)
-    settings.pop("train_genomes", None)
+def split_config(name: str, settings: dict) -> tuple[object, TokenizerTrainConfig | None, TokenizerEvalConfig]:
+    """Split a ``tokenizers:`` entry by field name into its model, training and evaluation configs.
+
+    Baselines have no training config (k-mer and char are rules; BPE's options are its model's).
+    """
+    settings = {k: v for k, v in settings.items() if k != "train_genomes"}
     kind = settings.get("type", "vq")
-    if kind not in MODEL_TYPES:
-        raise VqdnaError(f"tokenizers.{name}: type {kind!r} is not trainable here (known: {', '.join(MODEL_TYPES)})")
-    model_class = MODEL_TYPES[kind][0]
-    model_keys = {f.name for f in fields(model_class)}
-    train_keys = {f.name for f in fields(TokenizerTrainConfig)}
-    unknown = sorted(set(settings) - model_keys - train_keys)
+    if kind not in MODEL_TYPES and kind not in BASELINE_TYPES:
+        raise VqdnaError(f"tokenizers.{name}: unknown type {kind!r} (known: {', '.join([*MODEL_TYPES, *BASELINE_TYPES])})")
+    model_class = (MODEL_TYPES.get(kind) or BASELINE_TYPES[kind])[0]
+    groups = [model_class, TokenizerTrainConfig, TokenizerEvalConfig] if kind in MODEL_TYPES else [model_class, TokenizerEvalConfig]
+    keys = [{f.name for f in fields(group)} for group in groups]
+    unknown = sorted(set(settings) - set().union(*keys))
     if unknown:
         raise VqdnaError(
-            f"tokenizers.{name}: unknown setting(s) {', '.join(unknown)}; "
-            f"known: {', '.join(sorted(model_keys | train_keys))}"
+            f"tokenizers.{name}: unknown setting(s) {', '.join(unknown)} for type {kind}; "
+            f"known: {', '.join(sorted(set().union(*keys)))}"
         )
-    model_config = model_class(**{k: v for k, v in settings.items() if k in model_keys})
-    train_config = TokenizerTrainConfig(**{k: v for k, v in settings.items() if k in train_keys})
-    return model_config, train_config
+    configs = [group(**{k: v for k, v in settings.items() if k in names}) for group, names in zip(groups, keys)]
+    if kind in MODEL_TYPES:
+        return configs[0], configs[1], configs[2]
+    return configs[0], None, configs[1]
 
 
-def _load_windows(paths: list[Path], split: str) -> np.ndarray:
-    arrays = [read_base_ids(p, split) for p in paths]
-    arrays = [a for a in arrays if len(a)]
-    if not arrays:
-        raise VqdnaError(f"no {split}-split windows in {', '.join(map(str, paths))}")
-    lengths = {a.shape[1] for a in arrays}
-    if len(lengths) > 1:
-        raise VqdnaError(f"window files differ in window length {sorted(lengths)}: {paths}")
-    return np.concatenate(arrays)
-
-
-def _subsample(windows: np.ndarray, count: int, seed: int) -> np.ndarray:
-    if len(windows) <= count:
-        return windows
-    pick = np.random.default_rng(seed).choice(len(windows), count, replace=False)
-    return windows[np.sort(pick)]
-
-
-def measure(tokenizer: Tokenizer, probe_train: np.ndarray, heldout: np.ndarray) -> dict:
-    """Held-out reconstruction, usage, perplexity and neighbour probe, per level."""
-    result: dict = {"heldout_windows": int(len(heldout)), "levels": []}
-    train_codes = _encode_all(tokenizer, probe_train)
-    heldout_codes = _encode_all(tokenizer, heldout)
-    predicted = _decode_all(tokenizer, heldout_codes)
-    result["reconstruction_accuracy"] = metrics.reconstruction_accuracy(predicted, heldout)
-    for level, size in enumerate(tokenizer.level_sizes):
-        codes = heldout_codes[level]
-        result["levels"].append(
-            {
-                "level": level + 1,
-                "codebook_size": size,
-                "usage": metrics.usage(codes, size),
-                "perplexity": metrics.perplexity(codes, size),
-                "neighbour_probe": metrics.neighbour_probe(train_codes[level], probe_train, codes, heldout, size),
-            }
-        )
-    return result
-
-
-def _encode_all(tokenizer: Tokenizer, windows: np.ndarray, batch: int = 128) -> np.ndarray:
-    """(N, L) ids -> (levels, N, L) codes."""
-    parts = [tokenizer.encode_ids(windows[i : i + batch]) for i in range(0, len(windows), batch)]
-    return np.stack([np.concatenate([p[level] for p in parts]) for level in range(tokenizer.num_levels)])
-
-
-@torch.no_grad()
-def _decode_all(tokenizer: Tokenizer, codes: np.ndarray, batch: int = 128) -> np.ndarray:
-    out = []
-    for i in range(0, codes.shape[1], batch):
-        level_codes = [torch.as_tensor(codes[level, i : i + batch], device=tokenizer.device) for level in range(len(codes))]
-        out.append(tokenizer.model.decode(level_codes).argmax(-1).cpu().numpy())
-    return np.concatenate(out)
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); joins the torchrun process group when there is one (gloo on CPU, nccl on GPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
 def train_tokenizer(
@@ -130,84 +90,139 @@ def train_tokenizer(
     threads: int | None = None,
     device: str | None = None,
 ) -> dict:
-    """Train, measure and save the tokenizer ``name``; returns its metrics (also in metrics.json)."""
-    model_config, train = split_config(name, settings)
+    """Train and save the tokenizer ``name`` (config, model, curves, training.json); returns the training summary.
+
+    Under torchrun every step draws one global batch of crops (the same draw on
+    every rank, so the run does not depend on the process count) and rank r
+    encodes its own disjoint slice of it; the codebooks' EMA statistics and
+    restart candidates are reduced across ranks, gradients by DDP. Rank 0 saves.
+    """
+    model_config, train, _ = split_config(name, settings)
+    paths = [Path(p) for p in window_files]
+    if train is None:
+        return _write_baseline(name, model_config, paths, output_dir)
+    rank, world = _distributed()
+    if train.batch_size % world:
+        raise VqdnaError(f"tokenizers.{name}: batch_size {train.batch_size} is not divisible by {world} processes")
     if threads:
         torch.set_num_threads(threads)
-    torch.manual_seed(train.seed)
+    if device is None and world > 1 and torch.cuda.is_available():
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+    torch.manual_seed(train.seed)  # same initial weights on every rank
     rng = np.random.default_rng(train.seed)
-    paths = [Path(p) for p in window_files]
-    windows = _load_windows(paths, "train")
-    heldout = _subsample(_load_windows(paths, "test"), train.heldout_windows, train.seed)
-    probe_train = _subsample(windows, train.probe_windows, train.seed + 1)
+    windows = load_windows(paths, "train")
     crop = min(train.crop_length or windows.shape[1], windows.shape[1])
 
-    model_class = MODEL_TYPES[model_config.type][1]
-    tokenizer = Tokenizer(model_class(model_config), device=device)
+    tokenizer = VQTokenizer(MODEL_TYPES[model_config.type][1](model_config), device=device)
     model = tokenizer.model.train()
+    # Codebook buffers are kept equal by the codebooks' own all-reduce: DDP need not broadcast them.
+    step_model = DistributedDataParallel(model, broadcast_buffers=False) if world > 1 else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.learning_rate, weight_decay=train.weight_decay)
     schedule = get_cosine_schedule_with_warmup(optimizer, train.warmup_steps, train.steps)
     use_bf16 = tokenizer.device.type == "cuda"
-    log.info("tokenizer %s: %d train windows, %d held-out, crop %d, %s", name, len(windows), len(heldout), crop, tokenizer.device)
+    per_rank = train.batch_size // world
+    mine = slice(rank * per_rank, (rank + 1) * per_rank)
+    log.info("tokenizer %s: %d train windows, crop %d, process %d of %d, %s", name, len(windows), crop, rank, world, tokenizer.device)
 
     curves = []
     started = time.time()
     restarts_total = 0
-    for step in tqdm(range(1, train.steps + 1), desc=f"train {name}", mininterval=10):
+    for step in tqdm(range(1, train.steps + 1), desc=f"train {name}", mininterval=10, disable=rank > 0):
         for codebook in model.codebooks:
             codebook.restarts_enabled = step <= train.steps - train.restart_free_steps
-        rows = rng.integers(len(windows), size=train.batch_size)
-        offsets = rng.integers(windows.shape[1] - crop + 1, size=train.batch_size)
+        rows = rng.integers(len(windows), size=train.batch_size)[mine]
+        offsets = rng.integers(windows.shape[1] - crop + 1, size=train.batch_size)[mine]
         batch = windows[rows[:, None], offsets[:, None] + np.arange(crop)]
         targets = torch.as_tensor(batch, device=tokenizer.device).long()
         with torch.autocast(tokenizer.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            out = model(onehot(targets), targets)
+            out = step_model(onehot(targets), targets)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         optimizer.step()
         schedule.step()
-        restarts = sum(c.last_restarts for c in model.codebooks)
-        restarts_total += restarts
-        if step % train.log_every == 0 or step == train.steps:
-            codes = out.codes[0].detach().cpu().numpy()
-            predicted = out.logits.detach().argmax(-1).cpu().numpy()
-            curves.append(
-                {
-                    "step": step,
-                    "loss": out.loss.item(),
-                    "reconstruction_loss": out.reconstruction_loss.item(),
-                    "commitment_loss": out.commitment_loss.item(),
-                    "batch_reconstruction_accuracy": metrics.reconstruction_accuracy(predicted, batch),
-                    "batch_usage": metrics.usage(codes, model_config.level_sizes[0]),
-                    "batch_perplexity": metrics.perplexity(codes, model_config.level_sizes[0]),
-                    "restarts": restarts_total,
-                    "learning_rate": schedule.get_last_lr()[0],
-                    "seconds": round(time.time() - started, 1),
-                }
-            )
-            log.info("step %d %s", step, {k: round(v, 4) for k, v in curves[-1].items() if k != "step"})
+        restarts_total += sum(c.last_restarts for c in model.codebooks)
         if not math.isfinite(out.loss.item()):
             raise VqdnaError(f"tokenizer {name}: loss became {out.loss.item()} at step {step}; lower learning_rate")
+        if step % train.log_every == 0 or step == train.steps:
+            curves.append(_curve_row(step, out, batch, model_config.level_sizes, restarts_total, schedule, started))
+            log.info("step %d %s", step, {k: round(v, 4) for k, v in curves[-1].items() if k != "step"})
 
-    model.eval()
-    result = measure(tokenizer, probe_train, heldout)
-    result.update(
-        tokenizer=name,
-        train_windows=int(len(windows)),
-        steps=train.steps,
-        train_seconds=round(time.time() - started, 1),
-        restarts=restarts_total,
-        train_config=asdict(train),
-    )
+    summary = {
+        "tokenizer": name,
+        "type": model_config.type,
+        "train_windows": int(len(windows)),
+        "processes": world,
+        "steps": train.steps,
+        "train_seconds": round(time.time() - started, 1),
+        "restarts": restarts_total,
+        "train_config": asdict(train),
+    }
+    if rank == 0:
+        with atomic_dir(output_dir) as tmp:
+            summary["tokenizer_hash"] = tokenizer.save(tmp)
+            write_csv(tmp / "curves.csv", curves)
+            plot_curves(curves, tmp / "curves.png", title=f"tokenizer {name}")
+            write_json(tmp / TRAINING_FILE, summary)
+    if world > 1:
+        dist.barrier()
+    return summary
+
+
+def _write_baseline(name: str, config, paths: list[Path], output_dir: str | Path) -> dict:
+    """k-mer and char are rules; BPE learns its merges from the train-split windows."""
+    started = time.time()
+    if config.type == "bpe":
+        windows = load_windows(paths, "train")
+        tokenizer = BPETokenizer.train(config, [bases_from_ids(w) for w in windows])
+    else:
+        tokenizer = BASELINE_TYPES[config.type][1](config)
+    summary = {"tokenizer": name, "type": config.type, "train_seconds": round(time.time() - started, 1)}
     with atomic_dir(output_dir) as tmp:
-        result["tokenizer_hash"] = tokenizer.save(tmp)
-        _write_curves(tmp / "curves.csv", curves)
-        write_json(tmp / "metrics.json", result)
-    return result
+        summary["tokenizer_hash"] = tokenizer.save(tmp)
+        write_json(tmp / TRAINING_FILE, summary)
+    return summary
 
 
-def _write_curves(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+def _curve_row(step, out, batch, level_sizes, restarts_total, schedule, started) -> dict:
+    predicted = out.logits.detach().argmax(-1).cpu().numpy()
+    row = {
+        "step": step,
+        "loss": out.loss.item(),
+        "reconstruction_loss": out.reconstruction_loss.item(),
+        "commitment_loss": out.commitment_loss.item(),
+        "batch_reconstruction_accuracy": metrics.reconstruction_accuracy(predicted, batch),
+    }
+    for level, size in enumerate(level_sizes, start=1):
+        codes = out.codes[level - 1].detach().cpu().numpy()
+        row[f"batch_usage_l{level}"] = metrics.usage(codes, size)
+        row[f"batch_perplexity_l{level}"] = metrics.perplexity(codes, size)
+    row.update(restarts=restarts_total, learning_rate=schedule.get_last_lr()[0], seconds=round(time.time() - started, 1))
+    return row
+
+
+def plot_curves(rows: list[dict], path: Path, title: str) -> None:
+    """Loss, batch reconstruction and per-level codebook usage against step, as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].plot(steps, [r["loss"] for r in rows], label="loss")
+    axes[0].plot(steps, [r["reconstruction_loss"] for r in rows], label="reconstruction (CE)")
+    axes[0].set_yscale("log")
+    axes[1].plot(steps, [r["batch_reconstruction_accuracy"] for r in rows])
+    axes[1].set_ylabel("batch reconstruction accuracy")
+    for key in [k for k in rows[0] if k.startswith("batch_usage_l")]:
+        axes[2].plot(steps, [r[key] for r in rows], label=f"level {key.rsplit('l', 1)[1]}")
+    axes[2].set_ylabel("codebook usage (batch)")
+    axes[2].set_ylim(0, 1.02)
+    for ax in axes:
+        ax.set_xlabel("step")
+    axes[0].legend()
+    axes[2].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

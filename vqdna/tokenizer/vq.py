@@ -165,22 +165,34 @@ class EMACodebook(nn.Module):
         self.embed_avg[dead] = self.embed[dead] * self.cluster_size[dead, None]
         return len(dead)
 
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """z (B, L, D) -> (straight-through quantized (B, L, D), codes (B, L), commitment loss)."""
+    def forward(self, z: torch.Tensor, update: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """z (B, L, D) -> (e(M) with straight-through gradients (B, L, D), codes M (B, L)).
+
+        In training mode (and with ``update``) the codebook also takes one EMA
+        step (eq. 5) and may restart a few dead codes.
+        """
         flat = z.reshape(-1, self.dim)
-        if self.training and not bool(self.initialized):
+        update = update and self.training
+        if update and not bool(self.initialized):
             self._initialize(flat.detach().float())
-        indices, distance = nearest_code(flat.detach(), self.embed)
-        quantized = self.lookup(indices).view_as(z).to(z.dtype)
-        if self.training:
+        indices, distance = nearest_code(flat.detach(), self.embed)  # eq. 1
+        quantized = self.lookup(indices).view_as(z).to(z.dtype)  # eq. 2
+        if update:
             self._ema_update(flat.detach().float(), indices)
             self.last_restarts = (
                 self._restart_dead_codes(flat.detach().float(), distance) if self.restarts_enabled else 0
             )
             self.step += 1
-        commitment = F.mse_loss(z, quantized.detach())  # eq. 4: ||Z - sg[Z~]||^2 (mean over elements)
         quantized = z + (quantized - z).detach()  # straight-through estimator: dL/dZ := dL/dZ~
-        return quantized, indices.view(z.shape[:-1]), commitment
+        return quantized, indices.view(z.shape[:-1])
+
+
+@dataclass
+class Quantized:
+    embedding: torch.Tensor  # the tokenizer embedding the decoder reads, straight-through (B, L, D)
+    codes: list[torch.Tensor]  # per level, (B, L)
+    commitment: torch.Tensor  # the beta-weighted term of the loss, before beta
+    partial_embeddings: list[torch.Tensor]  # per level n, the embedding after n levels (no gradient)
 
 
 @dataclass
@@ -193,53 +205,68 @@ class TokenizerOutput:
 
 
 class VQVAE(nn.Module):
-    """X -> Z = E(X) -> M (eq. 1) -> Z~ = e(M) (eq. 2) -> X^ = G(Z~) (eq. 3); loss eq. 4."""
+    """X -> Z = E(X) -> M (eq. 1) -> Z~ = e(M) (eq. 2) -> X^ = G(Z~) (eq. 3); loss eq. 4.
+
+    One level of codes, read after the encoder's last block. :class:`~vqdna.tokenizer.hrq.HRQ`
+    reuses everything here but :meth:`quantize`.
+    """
 
     def __init__(self, config: VQConfig):
         super().__init__()
         self.config = config
         c = config
         self.encoder = ConvNeXtEncoder(c.width, c.depth, stem_kernel=c.stem_kernel, kernel_size=c.kernel_size, mlp_ratio=c.mlp_ratio)
-        self.to_code = nn.Linear(c.width, c.dim) if c.dim != c.width else nn.Identity()
-        self.codebook = EMACodebook(
-            c.codebook_size,
-            c.dim,
-            decay=c.ema_decay,
-            eps=c.ema_eps,
-            dead_code_threshold=c.dead_code_threshold,
-            restart_fraction=c.restart_fraction,
-            seed=c.seed,
+        # Linear maps into and out of the code space when code dim != width (Table 7b).
+        self.to_code = nn.ModuleList(
+            nn.Linear(c.width, c.dim) if c.dim != c.width else nn.Identity() for _ in c.level_sizes
+        )
+        self.codebooks = nn.ModuleList(
+            EMACodebook(
+                size,
+                c.dim,
+                decay=c.ema_decay,
+                eps=c.ema_eps,
+                dead_code_threshold=c.dead_code_threshold,
+                restart_fraction=c.restart_fraction,
+                seed=c.seed + level,
+            )
+            for level, size in enumerate(c.level_sizes)
         )
         self.from_code = nn.Linear(c.dim, c.width) if c.dim != c.width else nn.Identity()
         self.decoder = ConvNeXtDecoder(c.width, c.depth, kernel_size=c.kernel_size, mlp_ratio=c.mlp_ratio)
 
-    @property
-    def codebooks(self) -> list[EMACodebook]:
-        return [self.codebook]
+    def quantize(self, hidden: list[torch.Tensor], update: bool = True) -> Quantized:
+        z = self.to_code[0](hidden[-1])  # Z = E(X), (B, L, D)
+        z_q, codes = self.codebooks[0](z, update)  # eqs. 1-2, straight-through
+        commitment = F.mse_loss(z, z_q.detach())  # eq. 4: ||Z - sg[Z~]||^2 (mean over elements)
+        return Quantized(z_q, [codes], commitment, [z_q.detach()])
 
     def forward(self, onehot: torch.Tensor, targets: torch.Tensor | None = None) -> TokenizerOutput:
-        z = self.to_code(self.encoder(onehot)[-1])  # Z = E(X), (B, L, D)
-        z_q, codes, commitment = self.codebook(z)  # eqs. 1-2 with straight-through gradients
-        logits = self.decoder(self.from_code(z_q))  # eq. 3: X^ = G(Z~)
+        q = self.quantize(self.encoder(onehot))
+        logits = self.decoder(self.from_code(q.embedding))  # eq. 3: X^ = G(Z~)
         if targets is None:
-            return TokenizerOutput(logits, [codes])
+            return TokenizerOutput(logits, q.codes)
         reconstruction = F.cross_entropy(logits.reshape(-1, NUM_BASES), targets.reshape(-1))
-        loss = reconstruction + self.config.beta * commitment  # eq. 4 (code term replaced by EMA)
-        return TokenizerOutput(logits, [codes], loss, reconstruction, commitment)
+        loss = reconstruction + self.config.beta * q.commitment  # eq. 4 (eq. 11); code term replaced by EMA
+        return TokenizerOutput(logits, q.codes, loss, reconstruction, q.commitment)
 
     @torch.no_grad()
     def encode(self, onehot: torch.Tensor) -> list[torch.Tensor]:
-        """Codes per level, each (B, L)."""
-        z = self.to_code(self.encoder(onehot)[-1])
-        indices, _ = nearest_code(z.reshape(-1, z.shape[-1]), self.codebook.embed)
-        return [indices.view(z.shape[:-1])]
+        """Codes per level, each (B, L). Never updates the codebooks."""
+        return self.quantize(self.encoder(onehot), update=False).codes
 
     @torch.no_grad()
     def embed(self, codes: list[torch.Tensor]) -> torch.Tensor:
-        """The tokenizer embedding of codes: Z~ = e(M), (B, L, D)."""
-        return self.codebook.lookup(codes[0])
+        """The tokenizer embedding of codes, (B, L, D): e(M) (eq. 2); HRQ: the mean over levels (eq. 10)."""
+        return torch.stack([cb.lookup(c) for cb, c in zip(self.codebooks, codes, strict=True)]).mean(0)
 
     @torch.no_grad()
     def decode(self, codes: list[torch.Tensor]) -> torch.Tensor:
         """Logits over A,C,G,T,N, (B, L, 5)."""
         return self.decoder(self.from_code(self.embed(codes)))
+
+    @torch.no_grad()
+    def decode_levels(self, onehot: torch.Tensor) -> list[torch.Tensor]:
+        """Per level n, the logits decoded from the embedding after n levels (per-level reconstruction)."""
+        q = self.quantize(self.encoder(onehot), update=False)
+        return [self.decoder(self.from_code(e)) for e in q.partial_embeddings]

@@ -3,10 +3,15 @@ import csv
 import json
 import re
 import shlex
+import sys
+import urllib.parse
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
+
+sys.path.insert(0, workflow.basedir)
+from vqdna import STAGE_VERSIONS  # vqdna/__init__.py only: no heavy imports here
 
 validate(config, "../schemas/config.schema.yaml")
 
@@ -21,7 +26,6 @@ ENV = "../../envs/vqdna.yaml"
 # param: switching it reruns nothing. A prefix is not part of a rule's code,
 # so moving the repository reruns nothing either.
 _shell_prefix = [
-    "set -euo pipefail;",
     # (a prefix is formatted like a shell command: doubled braces stay literal)
     f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}};",
 ]
@@ -29,6 +33,23 @@ if config["mirror"]:
     _shell_prefix.append(f"export VQDNA_MIRROR={shlex.quote(config['mirror'])};")
 shell.prefix(f"{' '.join(_shell_prefix)} ")
 
+# Keys of a `tokenizers:` entry that only change how it is measured
+# (vqdna.tokenizer.evaluate.TokenizerEvalConfig): they go to evaluate_tokenizer,
+# never to train_tokenizer, so changing them does not retrain anything.
+TOKENIZER_EVALUATION_KEYS = {"heldout_windows", "probe_windows"}
+# Columns of the datasets sheet that change the prepared dataset (the rest are
+# fine-tuning settings, read by the finetune rule).
+DATASET_BUILD_KEYS = {
+    "dataset",
+    "task",
+    "num_labels",
+    "source",
+    "sha256",
+    "genomes",
+    "samples_per_genome",
+    "max_train_samples",
+    "max_length",
+}
 _INTEGER_COLUMNS = {
     "num_labels",
     "max_length",
@@ -39,33 +60,49 @@ _INTEGER_COLUMNS = {
     "max_train_samples",
 }
 _FLOAT_COLUMNS = {"learning_rate"}
+_METRICS_OF_TASK = {
+    "classification": {"mcc", "f1", "accuracy"},
+    "regression": {"spearman"},
+}
 
 
 def read_sheet(path, schema, key):
     """Rows of a TSV sheet as dicts keyed by `key`, typed and validated against `schema`."""
     if not Path(path).is_file():
         raise WorkflowError(f"sheet {path} not found (named in the config)")
-    rows = {}
     with open(path, newline="") as handle:
-        lines = (line for line in handle if line.strip() and not line.startswith("#"))
-        for number, row in enumerate(csv.DictReader(lines, delimiter="\t"), start=2):
-            row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
-            try:
-                for column in _INTEGER_COLUMNS & row.keys():
-                    row[column] = int(row[column]) if row[column] else None
-                for column in _FLOAT_COLUMNS & row.keys():
-                    row[column] = float(row[column])
-                validate(row, schema)
-            except (ValueError, WorkflowError) as err:
-                raise WorkflowError(f"{path} row {number}: {err}") from None
-            if row[key] in rows:
-                raise WorkflowError(
-                    f"{path} row {number}: duplicate {key} {row[key]!r}"
-                )
-            rows[row[key]] = row
-    if not rows:
+        numbered = [
+            (number, line)
+            for number, line in enumerate(handle, start=1)
+            if line.strip() and not line.startswith("#")
+        ]
+    if len(numbered) < 2:
         raise WorkflowError(f"sheet {path} has no rows")
+    reader = csv.DictReader([line for _, line in numbered], delimiter="\t")
+    rows = {}
+    for (number, _), row in zip(numbered[1:], reader):
+        row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
+        try:
+            for column in _INTEGER_COLUMNS & row.keys():
+                row[column] = int(row[column]) if row[column] else None
+            for column in _FLOAT_COLUMNS & row.keys():
+                row[column] = float(row[column])
+            validate(row, schema)
+        except (ValueError, WorkflowError) as err:
+            raise WorkflowError(f"{path} line {number}: {err}") from None
+        if row[key] in rows:
+            raise WorkflowError(f"{path} line {number}: duplicate {key} {row[key]!r}")
+        rows[row[key]] = row
     return rows
+
+
+def split_list(text):
+    """'a, b,c' -> ['a', 'b', 'c'] (sheet cells that list genomes)."""
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+def is_local(source):
+    return urllib.parse.urlparse(source).scheme not in ("http", "https", "ftp")
 
 
 GENOMES = read_sheet(config["genomes"], "../schemas/genomes.schema.yaml", "genome")
@@ -95,13 +132,14 @@ for _run in FINETUNE["runs"]:
     if _run not in RUNS:
         raise WorkflowError(f"finetune.runs: no run named {_run!r}")
 for _name, _dataset in DATASETS.items():
-    _genomes = [g for g in _dataset.get("genomes", "").split(",") if g.strip()]
-    _check_genomes(
-        f"{config['datasets']} dataset {_name}", [g.strip() for g in _genomes]
-    )
-    if not _genomes and not _dataset.get("source"):
+    _where = f"{config['datasets']} dataset {_name}"
+    _check_genomes(_where, split_list(_dataset.get("genomes")))
+    if bool(split_list(_dataset.get("genomes"))) == bool(_dataset.get("source")):
+        raise WorkflowError(f"{_where}: give either a source or genomes")
+    if _dataset["metric"] not in _METRICS_OF_TASK[_dataset["task"]]:
         raise WorkflowError(
-            f"{config['datasets']} dataset {_name}: give a source or genomes"
+            f"{_where}: metric {_dataset['metric']} does not fit task {_dataset['task']}"
+            f" (use one of {', '.join(sorted(_METRICS_OF_TASK[_dataset['task']]))})"
         )
 
 
@@ -118,7 +156,41 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-# ---- input functions and params, one per rule that needs them ---------------------------------
+# ---- params shared by rules --------------------------------------------------------------------
+
+
+def _json(value):
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def folder_of(path):
+    return str(Path(path).parent)
+
+
+def output_folder(wildcards, output):
+    """The folder a stage writes as a whole (atomically): the parent of its first output."""
+    return folder_of(output[0])
+
+
+def tokenizer_folder(wildcards, input):
+    return folder_of(input.tokenizer_config)
+
+
+def pretrained_folder(wildcards, input):
+    return folder_of(input.pretrained)
+
+
+def dataset_folder(wildcards, input):
+    return folder_of(input.dataset[0])
+
+
+# ---- download_genome ---------------------------------------------------------------------------
+
+
+def get_local_genome_source(wildcards):
+    """A local source file is an input (editing it reruns the download); URLs are not files."""
+    source = GENOMES[wildcards.genome]["source"]
+    return [source] if is_local(source) else []
 
 
 def get_genome_source(wildcards):
@@ -127,6 +199,9 @@ def get_genome_source(wildcards):
 
 def get_genome_sha256(wildcards):
     return GENOMES[wildcards.genome].get("sha256", "")
+
+
+# ---- make_windows ------------------------------------------------------------------------------
 
 
 def get_window_options():
@@ -141,8 +216,7 @@ def get_window_options():
     return " ".join(flags)
 
 
-def _json(value):
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+# ---- train_tokenizer, evaluate_tokenizer, tokenize_genome ------------------------------------
 
 
 def get_tokenizer_windows(wildcards):
@@ -151,19 +225,27 @@ def get_tokenizer_windows(wildcards):
 
 
 def get_tokenizer_settings(wildcards):
-    return _json(TOKENIZERS[wildcards.tokenizer])
+    entry = TOKENIZERS[wildcards.tokenizer]
+    return _json({k: v for k, v in entry.items() if k not in TOKENIZER_EVALUATION_KEYS})
+
+
+def get_tokenizer_evaluation(wildcards):
+    entry = TOKENIZERS[wildcards.tokenizer]
+    return _json(
+        {k: v for k, v in entry.items() if k in TOKENIZER_EVALUATION_KEYS | {"seed"}}
+    )
 
 
 def tokenizer_files(tokenizer):
-    folder = f"results/tokenizers/{tokenizer}"
-    return {
-        "tokenizer_config": f"{folder}/config.json",
-        "tokenizer_model": f"{folder}/model.safetensors",
-    }
+    """The files that make a tokenizer (their hash is its identity); measurements are not among them."""
+    return {"tokenizer_config": f"results/tokenizers/{tokenizer}/config.json"}
 
 
 def get_tokenizer_of_rule(wildcards):
     return tokenizer_files(wildcards.tokenizer)
+
+
+# ---- pretrain_mlm ------------------------------------------------------------------------------
 
 
 def get_pretrain_inputs(wildcards):
@@ -182,15 +264,18 @@ def get_run_settings(wildcards):
     return _json(RUNS[wildcards.run])
 
 
+# ---- prepare_dataset ---------------------------------------------------------------------------
+
+
 def get_dataset_genomes(wildcards):
-    return [
-        g.strip()
-        for g in DATASETS[wildcards.dataset].get("genomes", "").split(",")
-        if g.strip()
-    ]
+    return split_list(DATASETS[wildcards.dataset].get("genomes"))
 
 
-def get_dataset_windows(wildcards):
+def get_dataset_inputs(wildcards):
+    """Windows of a genome-classification set's genomes, or the CSVs of a local GUE folder."""
+    source = DATASETS[wildcards.dataset].get("source")
+    if source and is_local(source):
+        return expand(f"{source.rstrip('/')}/{{split}}.csv", split=SPLITS)
     return expand(
         "results/windows/{genome}.parquet", genome=get_dataset_genomes(wildcards)
     )
@@ -204,9 +289,18 @@ def get_dataset_windows_args(wildcards):
 
 
 def get_dataset_spec(wildcards):
-    spec = {k: v for k, v in DATASETS[wildcards.dataset].items() if v not in ("", None)}
-    spec.pop("description", None)
-    return _json(spec)
+    """The sheet columns that build the dataset (fine-tuning settings are left out)."""
+    row = DATASETS[wildcards.dataset]
+    return _json(
+        {
+            k: v
+            for k, v in row.items()
+            if k in DATASET_BUILD_KEYS and v not in ("", None)
+        }
+    )
+
+
+# ---- finetune, make_tables ---------------------------------------------------------------------
 
 
 def get_finetune_inputs(wildcards):
@@ -222,29 +316,16 @@ def get_finetune_inputs(wildcards):
     }
 
 
+def get_finetune_spec(wildcards):
+    row = DATASETS[wildcards.dataset]
+    return _json(
+        {k: v for k, v in row.items() if k != "description" and v not in ("", None)}
+    )
+
+
 def get_finetune_settings(wildcards):
-    return _json(FINETUNE)
-
-
-def folder_of(path):
-    return str(Path(path).parent)
-
-
-def output_folder(wildcards, output):
-    """The folder a stage writes as a whole (atomically): the parent of its first output."""
-    return folder_of(output[0])
-
-
-def tokenizer_folder(wildcards, input):
-    return folder_of(input.tokenizer_model)
-
-
-def pretrained_folder(wildcards, input):
-    return folder_of(input.pretrained)
-
-
-def dataset_folder(wildcards, input):
-    return folder_of(input.dataset[0])
+    """The `finetune:` block less `runs` and `seeds`: adding a seed or a run reruns no existing job."""
+    return _json({k: v for k, v in FINETUNE.items() if k not in ("runs", "seeds")})
 
 
 def get_finetune_metrics(wildcards):

@@ -1,10 +1,12 @@
 rule prepare_dataset:
     input:
-        get_dataset_windows,
+        get_dataset_inputs,
     output:
         expand("results/datasets/{{dataset}}/{split}.parquet", split=SPLITS),
     log:
         "logs/prepare_dataset/{dataset}.log",
+    # GUE CSVs may come from a URL: compute nodes often have no internet.
+    localrule: True
     conda:
         ENV
     threads: 1
@@ -15,6 +17,7 @@ rule prepare_dataset:
         spec=get_dataset_spec,
         windows=get_dataset_windows_args,
         folder=output_folder,
+        version=STAGE_VERSIONS["prepare_dataset"],
     shell:
         "python -m vqdna prepare-dataset --spec {params.spec:q} --windows {params.windows}"
         " --output {params.folder} > {log} 2>&1"

@@ -1,4 +1,6 @@
 rule download_genome:
+    input:
+        get_local_genome_source,
     output:
         fasta="resources/genomes/{genome}.fa.gz",
         fai="resources/genomes/{genome}.fa.gz.fai",
@@ -16,7 +18,7 @@ rule download_genome:
     params:
         source=get_genome_source,
         sha256=get_genome_sha256,
+        version=STAGE_VERSIONS["download_genome"],
     shell:
         "python -m vqdna download --genome {wildcards.genome} --source {params.source:q}"
-        " --sha256={params.sha256:q} --output {output.fasta}"
-        " > {log} 2>&1"
+        " --sha256={params.sha256:q} --output {output.fasta} > {log} 2>&1"

@@ -14,12 +14,13 @@ rule finetune:
         mem_mb=16000,
         runtime=12 * 60,
     params:
-        spec=get_dataset_spec,
+        spec=get_finetune_spec,
         settings=get_finetune_settings,
         tokenizer=tokenizer_folder,
         pretrained=pretrained_folder,
         dataset=dataset_folder,
         folder=output_folder,
+        version=STAGE_VERSIONS["finetune"],
     shell:
         "python -m vqdna finetune --spec {params.spec:q} --settings {params.settings:q} --seed {wildcards.seed}"
         " --pretrained {params.pretrained} --tokenizer {params.tokenizer}"

@@ -18,6 +18,7 @@ rule pretrain_mlm:
         settings=get_run_settings,
         tokenizer=tokenizer_folder,
         folder=output_folder,
+        version=STAGE_VERSIONS["pretrain_mlm"],
     shell:
         "python -m vqdna pretrain --name {wildcards.run} --settings {params.settings:q}"
         " --tokenizer {params.tokenizer} --tokens {input.tokens} --output {params.folder}"

@@ -12,5 +12,7 @@ rule make_tables:
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        version=STAGE_VERSIONS["make_tables"],
     shell:
         "python -m vqdna tables --csv {output.csv} --markdown {output.markdown} {input} > {log} 2>&1"

@@ -2,10 +2,10 @@ rule train_tokenizer:
     input:
         get_tokenizer_windows,
     output:
-        model="results/tokenizers/{tokenizer}/model.safetensors",
+        # The folder also holds the model (model.safetensors, or BPE's tokenizer.json)
+        # and, for learned tokenizers, curves.csv/png; it is written as a whole.
         config="results/tokenizers/{tokenizer}/config.json",
-        metrics="results/tokenizers/{tokenizer}/metrics.json",
-        curves="results/tokenizers/{tokenizer}/curves.csv",
+        training="results/tokenizers/{tokenizer}/training.json",
     log:
         "logs/train_tokenizer/{tokenizer}.log",
     conda:
@@ -18,9 +18,34 @@ rule train_tokenizer:
     params:
         settings=get_tokenizer_settings,
         folder=output_folder,
+        version=STAGE_VERSIONS["train_tokenizer"],
     shell:
         "python -m vqdna train-tokenizer --name {wildcards.tokenizer} --settings {params.settings:q}"
         " --windows {input} --output {params.folder} --threads {threads} > {log} 2>&1"
+
+
+rule evaluate_tokenizer:
+    input:
+        unpack(get_tokenizer_of_rule),
+        windows=get_tokenizer_windows,
+    output:
+        "results/tokenizers/{tokenizer}/metrics.json",
+    log:
+        "logs/evaluate_tokenizer/{tokenizer}.log",
+    conda:
+        ENV
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=60,
+    params:
+        settings=get_tokenizer_evaluation,
+        tokenizer=tokenizer_folder,
+        version=STAGE_VERSIONS["evaluate_tokenizer"],
+    shell:
+        "python -m vqdna evaluate-tokenizer --tokenizer {params.tokenizer} --settings {params.settings:q}"
+        " --windows {input.windows} --output {output} --threads {threads} > {log} 2>&1"
 
 
 rule tokenize_genome:
@@ -40,6 +65,7 @@ rule tokenize_genome:
         runtime=6 * 60,
     params:
         tokenizer=tokenizer_folder,
+        version=STAGE_VERSIONS["tokenize_genome"],
     shell:
         "python -m vqdna tokenize --tokenizer {params.tokenizer} --name {wildcards.tokenizer}"
         " --windows {input.windows} --output {output} --threads {threads} > {log} 2>&1"

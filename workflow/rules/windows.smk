@@ -15,6 +15,7 @@ rule make_windows:
         runtime=120,
     params:
         options=get_window_options(),
+        version=STAGE_VERSIONS["make_windows"],
     shell:
-        "python -m vqdna windows --genome {wildcards.genome} --fasta {input.fasta} --output {output}"
-        " {params.options} > {log} 2>&1"
+        "python -m vqdna windows --genome {wildcards.genome} --fasta {input.fasta}"
+        " --output {output} {params.options} > {log} 2>&1"
