@@ -55,7 +55,9 @@ def workflow_config(test_data: Path) -> dict:
                 "restart_free_steps": 200,
                 "heldout_windows": 512,
                 "probe_windows": 2048,
-            }
+            },
+            # A baseline through every stage: overlapping 6-mers (DNABERT).
+            "kmer6": {"type": "kmer", "train_genomes": ["lambda_phage"], "k": 6, "overlapping": True},
         },
         "runs": {
             "tiny": {
@@ -69,9 +71,21 @@ def workflow_config(test_data: Path) -> dict:
                 "warmup_steps": 10,
                 "log_every": 20,
                 "heldout_windows": 128,
-            }
+            },
+            "tiny_kmer": {
+                "tokenizer": "kmer6",
+                "pretrain_genomes": WORKFLOW_GENOMES,
+                "encoder": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 256},
+                "steps": 50,
+                "batch_size": 16,
+                "max_length": 128,
+                "learning_rate": 1.0e-3,
+                "warmup_steps": 5,
+                "log_every": 10,
+                "heldout_windows": 64,
+            },
         },
-        "finetune": {"runs": ["tiny"], "seeds": [0], "lora": {"r": 8, "alpha": 16, "dropout": 0.05}},
+        "finetune": {"runs": ["tiny", "tiny_kmer"], "seeds": [0], "lora": {"r": 8, "alpha": 16, "dropout": 0.05}},
     }
 
 

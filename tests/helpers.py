@@ -14,6 +14,7 @@ import torch
 
 from vqdna.lm.pretrain import pretrain
 from vqdna.tokenizer.api import VQTokenizer
+from vqdna.tokenizer.hrq import HRQ, HRQConfig
 from vqdna.tokenizer.vq import VQConfig, VQVAE
 from vqdna.tokens import tokenize_windows
 from vqdna.windows import WindowSettings, write_windows
@@ -30,21 +31,25 @@ def data_file(test_data: Path, relative: str) -> Path:
     return path
 
 
-def tiny_tokenizer(directory: Path, seed: int) -> str:
-    """An untrained width-16 VQ tokenizer with 16 codes, saved; returns its hash."""
+def tiny_tokenizer(directory: Path, seed: int, hrq: bool = False) -> str:
+    """An untrained width-16 VQ tokenizer with 16 codes (HRQ: levels of 8 and 16 after blocks 1 and 2), saved."""
     torch.manual_seed(seed)
-    return VQTokenizer(VQVAE(VQConfig(width=16, depth=1, codebook_size=16)), device="cpu").save(directory)
+    if hrq:
+        model = HRQ(HRQConfig(width=16, depth=2, codebook_size=4, taps=[1, 2], codebook_sizes=[8, 16]))
+    else:
+        model = VQVAE(VQConfig(width=16, depth=1, codebook_size=16))
+    return VQTokenizer(model, device="cpu").save(directory)
 
 
-def tiny_pretrained(folder: Path, seed: int, length: int = 3200) -> dict:
+def tiny_pretrained(folder: Path, seed: int, length: int = 3200, hrq: bool = False) -> dict:
     """Random genome -> windows -> tiny tokenizer (+ another one) -> tokens -> 3 pretraining steps, in ``folder``."""
     sequence = "".join(np.random.default_rng(seed).choice(list("ACGT"), length))
     fasta = folder / "toy.fa"
     fasta.write_text(">chr1\n" + "\n".join(sequence[i : i + 60] for i in range(0, len(sequence), 60)) + "\n")
     pysam.faidx(str(fasta))
     write_windows(fasta, folder / "windows.parquet", "toy", WindowSettings(length=24, step=24))
-    tiny_tokenizer(folder / "tokenizer", seed=0)
-    tiny_tokenizer(folder / "other_tokenizer", seed=1)
+    tiny_tokenizer(folder / "tokenizer", seed=0, hrq=hrq)
+    tiny_tokenizer(folder / "other_tokenizer", seed=1, hrq=hrq)
     tokenize_windows(folder / "tokenizer", "tiny", folder / "windows.parquet", folder / "tokens.parquet", device="cpu")
     return pretrain("tiny_run", TINY_RUN, folder / "tokenizer", [folder / "tokens.parquet"], folder / "pretrained", device="cpu")
 

@@ -18,8 +18,10 @@ from vqdna.lm.modeling import (
     VqdnaForSequenceClassification,
     VqdnaModel,
 )
+from vqdna.finetune.datasets import DatasetSpec, prepare_dataset
+from vqdna.finetune.train import finetune
 from vqdna.lm.pretrain import global_batch_indices, mask_positions, pretrain
-from vqdna.tokenizer.api import tokenizer_hash
+from vqdna.tokenizer.api import load_tokenizer, tokenizer_hash
 
 from helpers import TINY_ENCODER, TINY_RUN, tiny_pretrained
 
@@ -261,3 +263,25 @@ def test_pretrain_refuses_unknown_settings(stage2, tmp_path, settings, named):
     folder, _ = stage2
     with pytest.raises(VqdnaError, match=named):
         pretrain("tiny_run", settings, folder / "tokenizer", [folder / "tokens.parquet"], tmp_path / "out", device="cpu")
+
+
+def test_a_two_level_hrq_tokenizer_runs_through_pretraining_and_fine_tuning(tmp_path):
+    """Codes of two levels in, one head per level, the encoder's input the mean of both codebooks (eq. 10)."""
+    result = tiny_pretrained(tmp_path, seed=5, hrq=True)
+    model = AutoModelForMaskedLM.from_pretrained(tmp_path / "pretrained")
+    assert model.config.vocab_sizes == [8, 16]
+    assert [head.decoder.out_features for head in model.heads] == [8, 16]
+    assert len(result["heldout_masked_accuracy"]) == 2
+    tokenizer = load_tokenizer(tmp_path / "tokenizer", device="cpu")
+    for table, codebook in zip(model.vqdna.embeddings.code_embeddings, tokenizer.codebook_tables(), strict=True):
+        assert torch.equal(table.weight.detach(), codebook)
+    gue = tmp_path / "gue"
+    gue.mkdir()
+    rng = np.random.default_rng(0)
+    for split in ("train", "dev", "test"):
+        rows = ["sequence,label"] + [f"{''.join(rng.choice(list('ACGT'), 20))},{i % 2}" for i in range(16)]
+        (gue / f"{split}.csv").write_text("\n".join(rows) + "\n")
+    spec = DatasetSpec(dataset="toy", task="classification", num_labels=2, max_length=20, epochs=1, batch_size=8, source=str(gue))
+    prepare_dataset(spec, tmp_path / "dataset")
+    metrics = finetune(spec, {}, 0, tmp_path / "pretrained", tmp_path / "tokenizer", tmp_path / "dataset", tmp_path / "finetuned", device="cpu")
+    assert set(metrics["test"]) == {"accuracy", "f1", "mcc"}

@@ -153,12 +153,13 @@ def test_fine_tuning_on_real_core_promoters_beats_mcc_0_3_on_the_full_test_split
     assert (folder / "adapter" / "adapter_config.json").is_file()
 
 
+@pytest.mark.parametrize("run,tokenizer", [("tiny", "vq512"), ("tiny_kmer", "kmer6")])
 @pytest.mark.parametrize("dataset", ["prom_core_notata", "phage_vs_virus"])
-def test_fine_tuned_models_froze_the_base_weights_saved_by_pretraining(workflow_run, dataset):
-    pretrained = load_file(workflow_run.path("results/pretrain/tiny/model.safetensors"))
-    result = json.loads(workflow_run.path(f"results/finetune/tiny/{dataset}/seed0/metrics.json").read_text())
+def test_fine_tuned_models_froze_the_base_weights_saved_by_pretraining(workflow_run, run, tokenizer, dataset):
+    pretrained = load_file(workflow_run.path(f"results/pretrain/{run}/model.safetensors"))
+    result = json.loads(workflow_run.path(f"results/finetune/{run}/{dataset}/seed0/metrics.json").read_text())
     assert result["base_weights_sha256"] == weights_fingerprint(pretrained)
-    assert result["tokenizer_hash"] == tokenizer_hash(workflow_run.path("results/tokenizers/vq512"))
+    assert result["tokenizer_hash"] == tokenizer_hash(workflow_run.path(f"results/tokenizers/{tokenizer}"))
 
 
 def test_genome_classification_splits_come_from_disjoint_regions(workflow_run):
@@ -166,19 +167,36 @@ def test_genome_classification_splits_come_from_disjoint_regions(workflow_run):
     assert not (splits["train"] & splits["dev"]) and not (splits["train"] & splits["test"]) and not (splits["dev"] & splits["test"])
 
 
+@pytest.mark.parametrize("genome", WORKFLOW_GENOMES)
+def test_baseline_token_files_carry_token_starts_and_round_trip(workflow_run, genome):
+    path = workflow_run.path(f"results/tokens/kmer6/{genome}.parquet")
+    meta = _meta(path)
+    assert meta["vqdna.tokenizer_type"] == "kmer"
+    assert meta["vqdna.tokenizer_hash"] == tokenizer_hash(workflow_run.path("results/tokenizers/kmer6"))
+    tokens = pq.read_table(path)
+    assert tokens.schema.field("token_starts").type == pa.list_(pa.int32())
+    tokenizer = load_tokenizer(workflow_run.path("results/tokenizers/kmer6"))
+    windows = _windows(workflow_run, genome).column("sequence").to_pylist()
+    codes = tokens.column("codes_l1").to_pylist()
+    assert all(starts == list(range(len(w) - 5)) for starts, w in zip(tokens.column("token_starts").to_pylist(), windows))
+    assert tokenizer.decode([np.asarray([c]) for c in codes[:50]]) == windows[:50]
+
+
 def test_results_table_has_a_row_per_run_and_dataset(workflow_run):
     with open(workflow_run.path("results/tables/summary.csv")) as handle:
         rows = list(csv.DictReader(handle))
-    assert sorted((r["run"], r["dataset"]) for r in rows) == [("tiny", "phage_vs_virus"), ("tiny", "prom_core_notata")]
+    assert sorted((r["run"], r["dataset"]) for r in rows) == [
+        ("tiny", "phage_vs_virus"), ("tiny", "prom_core_notata"), ("tiny_kmer", "phage_vs_virus"), ("tiny_kmer", "prom_core_notata"),
+    ]
     assert "prom_core_notata" in workflow_run.path("results/tables/summary.md").read_text()
 
 
 def test_every_artifact_opens_with_duckdb_without_project_code(workflow_run):
-    tokens = workflow_run.path("results/tokens")
-    total = duckdb.sql(f"SELECT count(*) FROM '{tokens}/*/*.parquet'").fetchall()[0][0]
+    tokens = workflow_run.path("results/tokens/vq512")
+    total = duckdb.sql(f"SELECT count(*) FROM '{tokens}/*.parquet'").fetchall()[0][0]
     assert total == sum(_windows(workflow_run, g).num_rows for g in WORKFLOW_GENOMES)
     hashes = duckdb.sql(
-        f"SELECT DISTINCT decode(value) FROM parquet_kv_metadata('{tokens}/*/*.parquet') WHERE decode(key) = 'vqdna.tokenizer_hash'"
+        f"SELECT DISTINCT decode(value) FROM parquet_kv_metadata('{tokens}/*.parquet') WHERE decode(key) = 'vqdna.tokenizer_hash'"
     ).fetchall()
     assert hashes == [(tokenizer_hash(workflow_run.path("results/tokenizers/vq512")),)]
 
