@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
-
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ import torch
 from vqdna.lm.pretrain import pretrain
 from vqdna.tokenizer.api import VQTokenizer
 from vqdna.tokenizer.hrq import HRQ, HRQConfig
-from vqdna.tokenizer.vq import VQConfig, VQVAE
+from vqdna.tokenizer.vq import VQVAE, VQConfig
 from vqdna.tokens import tokenize_windows
 from vqdna.windows import WindowSettings, write_windows
 

@@ -9,10 +9,9 @@ import tomllib
 
 import pytest
 import yaml
+from conftest import REPO
 
 from vqdna.cli import build_parser
-
-from conftest import REPO
 
 SUBCOMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)
 

@@ -10,14 +10,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pysam
 import pytest
+from helpers import data_file
 
 import vqdna
 from vqdna import VqdnaError
 from vqdna.download import fetch_genome
 from vqdna.finetune.datasets import DatasetSpec, prepare_dataset
 from vqdna.windows import WindowSettings, write_windows
-
-from helpers import data_file
 
 SPLITS = ("train", "dev", "test")
 GUE_TASKS = {"prom_core_notata": "gue/prom/prom_core_notata", "mouse_0": "gue/mouse/0"}

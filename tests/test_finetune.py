@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from helpers import TINY_ENCODER, tiny_pretrained
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
 from scipy.stats import spearmanr
@@ -26,8 +27,6 @@ from vqdna.finetune.train import finetune, predict_logits, weights_fingerprint
 from vqdna.lm.configuration import VqdnaConfig
 from vqdna.lm.modeling import VqdnaForSequenceClassification
 from vqdna.tokenizer.api import load_tokenizer, tokenizer_hash
-
-from helpers import TINY_ENCODER, tiny_pretrained
 
 TARGETS = ["query", "key", "value", "dense"]
 

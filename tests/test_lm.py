@@ -7,24 +7,22 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_ENCODER, TINY_RUN, tiny_pretrained
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForMaskedLM
 
 import vqdna.lm.modeling  # noqa: F401  (registers model_type "vqdna" with the Auto classes)
 from vqdna import VqdnaError
+from vqdna.finetune.datasets import DatasetSpec, prepare_dataset
+from vqdna.finetune.train import finetune
 from vqdna.lm.configuration import VqdnaConfig
 from vqdna.lm.modeling import (
     VqdnaForMaskedLM,
     VqdnaForSequenceClassification,
     VqdnaModel,
 )
-from vqdna.finetune.datasets import DatasetSpec, prepare_dataset
-from vqdna.finetune.train import finetune
 from vqdna.lm.pretrain import global_batch_indices, mask_positions, pretrain
 from vqdna.tokenizer.api import load_tokenizer, tokenizer_hash
-
-from helpers import TINY_ENCODER, TINY_RUN, tiny_pretrained
-
 
 
 def _config(vocab_sizes=(16,), code_embedding_dim: int | None = 12, **overrides) -> VqdnaConfig:

@@ -10,13 +10,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pysam
 import pytest
+from helpers import data_file, expected_windows
 
 import vqdna
 from vqdna import VqdnaError
 from vqdna.download import fetch_genome
 from vqdna.windows import WindowSettings, write_windows
-
-from helpers import data_file, expected_windows
 
 LAMBDA = "genomes/lambda_virus.fa"
 CHR22 = "genomes/22_20-21M.fa"

@@ -15,6 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pysam
 import pytest
+from conftest import REPO, WORKFLOW_GENOMES, snakemake_command, snakemake_env
+from helpers import expected_windows
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForMaskedLM
 
@@ -25,9 +27,6 @@ from vqdna.genome import base_ids
 from vqdna.tokenizer import metrics
 from vqdna.tokenizer.api import load_tokenizer, tokenizer_hash
 from vqdna.windows import WindowSettings
-
-from conftest import REPO, WORKFLOW_GENOMES, snakemake_command, snakemake_env
-from helpers import expected_windows
 
 pytestmark = pytest.mark.workflow
 

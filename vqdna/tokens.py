@@ -16,7 +16,15 @@ import torch
 from tqdm import tqdm
 
 from vqdna.genome import base_ids
-from vqdna.io import WINDOW_KEY_FIELDS, code_type, parquet_writer, read_metadata, require_metadata, tokens_schema, with_metadata
+from vqdna.io import (
+    WINDOW_KEY_FIELDS,
+    code_type,
+    parquet_writer,
+    read_metadata,
+    require_metadata,
+    tokens_schema,
+    with_metadata,
+)
 from vqdna.tokenizer.api import VQTokenizer, load_tokenizer
 
 _KEY_COLUMNS = [f.name for f in WINDOW_KEY_FIELDS]

@@ -27,7 +27,7 @@ from vqdna.finetune.datasets import DatasetSpec, read_split
 from vqdna.finetune.metrics import classification_metrics, regression_metrics
 from vqdna.io import atomic_dir, parquet_writer, with_metadata, write_json
 from vqdna.lm.modeling import VqdnaForSequenceClassification
-from vqdna.tokenizer.api import VQTokenizer, load_tokenizer, best_device
+from vqdna.tokenizer.api import VQTokenizer, best_device, load_tokenizer
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from vqdna import VqdnaError
 from vqdna.io import atomic_dir, write_csv, write_json
 from vqdna.lm.configuration import VqdnaConfig
 from vqdna.lm.modeling import VqdnaForMaskedLM
-from vqdna.tokenizer.api import load_tokenizer, best_device
+from vqdna.tokenizer.api import best_device, load_tokenizer
 from vqdna.tokens import Codes, read_codes
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,12 @@ from safetensors.torch import load_file, save_file
 
 from vqdna import VqdnaError, __version__
 from vqdna.genome import base_ids, bases_from_ids
-from vqdna.tokenizer.baselines import BASELINE_TYPES, BPE_FILE, BaselineTokenizer, BPETokenizer
+from vqdna.tokenizer.baselines import (
+    BASELINE_TYPES,
+    BPE_FILE,
+    BaselineTokenizer,
+    BPETokenizer,
+)
 from vqdna.tokenizer.convnext import NUM_BASES
 from vqdna.tokenizer.hrq import HRQ, HRQConfig
 from vqdna.tokenizer.vq import VQVAE, VQConfig

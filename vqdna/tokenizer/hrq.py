@@ -39,7 +39,8 @@ class HRQConfig(VQConfig):
     codebook_sizes: list[int] | None = None
 
     def __post_init__(self) -> None:
-        if sorted(self.taps) != self.taps or not all(1 <= t <= self.depth for t in self.taps):
+        increasing = all(a < b for a, b in zip(self.taps, self.taps[1:]))
+        if not self.taps or not increasing or not all(1 <= t <= self.depth for t in self.taps):
             raise VqdnaError(f"hrq: taps {self.taps} must be increasing block numbers in 1..{self.depth}")
         if self.codebook_sizes is not None and len(self.codebook_sizes) != len(self.taps):
             raise VqdnaError(f"hrq: {len(self.codebook_sizes)} codebook_sizes for {len(self.taps)} taps")

@@ -24,12 +24,13 @@ from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from vqdna import VqdnaError
-from vqdna.io import atomic_dir, write_csv, write_json
 from vqdna.genome import bases_from_ids
+from vqdna.io import atomic_dir, write_csv, write_json
 from vqdna.tokenizer import metrics
 from vqdna.tokenizer.api import MODEL_TYPES, VQTokenizer, onehot
 from vqdna.tokenizer.baselines import BASELINE_TYPES, BPETokenizer
 from vqdna.tokenizer.evaluate import TRAINING_FILE, TokenizerEvalConfig, load_windows
+from vqdna.tokenizer.vq import all_gather_cat, all_reduce_sum
 
 log = logging.getLogger(__name__)
 
@@ -184,16 +185,20 @@ def _write_baseline(name: str, config, paths: list[Path], output_dir: str | Path
 
 
 def _curve_row(step, out, batch, level_sizes, restarts_total, schedule, started) -> dict:
-    predicted = out.logits.detach().argmax(-1).cpu().numpy()
+    """One row of the training curves, over the global batch (gathered from every rank under DDP)."""
+    losses = torch.stack([out.loss, out.reconstruction_loss, out.commitment_loss]).detach().float()
+    losses = all_reduce_sum(losses) / (dist.get_world_size() if dist.is_initialized() else 1)
+    predicted = all_gather_cat(out.logits.detach().argmax(-1)).cpu().numpy()
+    targets = all_gather_cat(torch.as_tensor(batch, device=out.logits.device)).cpu().numpy()
     row = {
         "step": step,
-        "loss": out.loss.item(),
-        "reconstruction_loss": out.reconstruction_loss.item(),
-        "commitment_loss": out.commitment_loss.item(),
-        "batch_reconstruction_accuracy": metrics.reconstruction_accuracy(predicted, batch),
+        "loss": losses[0].item(),
+        "reconstruction_loss": losses[1].item(),
+        "commitment_loss": losses[2].item(),
+        "batch_reconstruction_accuracy": metrics.reconstruction_accuracy(predicted, targets),
     }
     for level, size in enumerate(level_sizes, start=1):
-        codes = out.codes[level - 1].detach().cpu().numpy()
+        codes = all_gather_cat(out.codes[level - 1].detach()).cpu().numpy()
         row[f"batch_usage_l{level}"] = metrics.usage(codes, size)
         row[f"batch_perplexity_l{level}"] = metrics.perplexity(codes, size)
     row.update(restarts=restarts_total, learning_rate=schedule.get_last_lr()[0], seconds=round(time.time() - started, 1))

@@ -71,13 +71,13 @@ def nearest_code(z: torch.Tensor, embed: torch.Tensor, chunk: int = 65536) -> tu
     return torch.cat(indices), torch.cat(distances)
 
 
-def _all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(tensor)
     return tensor
 
 
-def _all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
+def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return tensor
     parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
@@ -123,7 +123,7 @@ class EMACodebook(nn.Module):
     @torch.no_grad()
     def _initialize(self, z: torch.Tensor) -> None:
         """Data-dependent init: K encoder outputs drawn from the (gathered) first batch."""
-        candidates = _all_gather_cat(z)
+        candidates = all_gather_cat(z)
         pick = torch.randint(len(candidates), (self.codebook_size,), generator=self._generator()).to(z.device)
         self.embed.copy_(candidates[pick])
         self.embed_avg.copy_(self.embed)
@@ -133,8 +133,8 @@ class EMACodebook(nn.Module):
     @torch.no_grad()
     def _ema_update(self, z: torch.Tensor, indices: torch.Tensor) -> None:
         """Eq. 5 with Laplace smoothing; counts and sums are all-reduced so ranks agree."""
-        counts = _all_reduce_sum(torch.bincount(indices, minlength=self.codebook_size).to(z.dtype))  # (K,)
-        sums = _all_reduce_sum(torch.zeros_like(self.embed_avg).index_add_(0, indices, z))  # (K, D)
+        counts = all_reduce_sum(torch.bincount(indices, minlength=self.codebook_size).to(z.dtype))  # (K,)
+        sums = all_reduce_sum(torch.zeros_like(self.embed_avg).index_add_(0, indices, z))  # (K, D)
         self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
         self.embed_avg.mul_(self.decay).add_(sums, alpha=1 - self.decay)
         total = self.cluster_size.sum()
@@ -155,7 +155,7 @@ class EMACodebook(nn.Module):
         if len(dead) == 0:
             return 0
         generator = self._generator()
-        candidates, weights = _all_gather_cat(z), _all_gather_cat(distance)
+        candidates, weights = all_gather_cat(z), all_gather_cat(distance)
         budget = min(budget, len(candidates))
         dead = dead[torch.randperm(len(dead), generator=generator)[:budget].to(dead.device)]
         pick = torch.multinomial(weights.cpu().double() + 1e-12, len(dead), replacement=False, generator=generator)
