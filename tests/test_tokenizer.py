@@ -157,6 +157,28 @@ def test_no_dead_codes_no_restart():
     assert torch.equal(codebook.embed, before)
 
 
+def test_a_code_no_output_chose_for_patience_steps_is_dead_even_with_a_high_ema_count():
+    codebook = _codebook_with_dead_codes(live=8, restart_fraction=1.0)
+    codebook.dead_code_patience = 3
+    z = _candidates()
+    chosen = torch.arange(len(z)) % 4  # the outputs choose codes 0..3 only
+    for step in range(3):
+        codebook._ema_update(z, chosen)
+        assert codebook.unused_steps.tolist() == [0] * 4 + [step + 1] * 4
+    assert (codebook.cluster_size[4:] >= 0.03 * codebook.cluster_size.mean()).all()  # not rare by count
+    assert codebook._restart_dead_codes(z, torch.ones(len(z))) == 4
+    assert codebook.unused_steps.tolist() == [0] * 8
+
+
+def test_initial_codes_are_distinct_encoder_outputs():
+    codebook = EMACodebook(16, 2, seed=1)
+    z = _candidates(20)
+    codebook._initialize(z)
+    rows = {tuple(row.tolist()) for row in codebook.embed}
+    assert len(rows) == 16
+    assert rows <= {tuple(row.tolist()) for row in z}
+
+
 def test_restarts_are_keyed_by_seed_and_step():
     def restart(step: int, seed: int = 3) -> torch.Tensor:
         codebook = _codebook_with_dead_codes(k=64, live=24, restart_fraction=0.1, seed=seed)

@@ -39,8 +39,10 @@ class VQConfig:
     beta: float = 0.5  # eq. 4 commitment weight
     ema_decay: float = 0.99  # eq. 5; not published, 0.99 as in VQ-VAE-2 / Jukebox
     ema_eps: float = 1e-5  # Laplace smoothing of cluster sizes
-    # A code is dead when its EMA count falls below this fraction of the mean count per code.
+    # A code is dead when its EMA count falls below this fraction of the mean count per code,
+    # or when no encoder output (on any rank) has chosen it for this many steps.
     dead_code_threshold: float = 0.03
+    dead_code_patience: int = 50
     # At most this fraction of K is restarted per step: gradual, so usage does not swing.
     restart_fraction: float = 0.005
     seed: int = 0  # keys the restart draws (with the step)
@@ -96,19 +98,24 @@ class EMACodebook(nn.Module):
         decay: float = 0.99,
         eps: float = 1e-5,
         dead_code_threshold: float = 0.03,
+        dead_code_patience: int = 50,
         restart_fraction: float = 0.005,
         seed: int = 0,
     ):
         super().__init__()
         self.codebook_size, self.dim = codebook_size, dim
         self.decay, self.eps = decay, eps
-        self.dead_code_threshold, self.restart_fraction, self.seed = dead_code_threshold, restart_fraction, seed
+        self.dead_code_threshold, self.dead_code_patience = dead_code_threshold, dead_code_patience
+        self.restart_fraction, self.seed = restart_fraction, seed
         self.restarts_enabled = True
         self.register_buffer("embed", torch.randn(codebook_size, dim))
         self.register_buffer("cluster_size", torch.zeros(codebook_size))
         self.register_buffer("embed_avg", self.embed.clone())
         self.register_buffer("initialized", torch.tensor(False))
         self.register_buffer("step", torch.tensor(0, dtype=torch.long))
+        # Steps since any encoder output chose each code: the EMA count of a code that was popular
+        # early decays too slowly to flag it within a short run, this does not.
+        self.register_buffer("unused_steps", torch.zeros(codebook_size, dtype=torch.long))
         self.last_restarts = 0
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
@@ -122,9 +129,17 @@ class EMACodebook(nn.Module):
 
     @torch.no_grad()
     def _initialize(self, z: torch.Tensor) -> None:
-        """Data-dependent init: K encoder outputs drawn from the (gathered) first batch."""
+        """Data-dependent init: K distinct encoder outputs drawn from the (gathered) first batch.
+
+        Drawn without replacement where the batch allows: a duplicated code loses
+        every tie to its twin and would be dead from the first step.
+        """
         candidates = all_gather_cat(z)
-        pick = torch.randint(len(candidates), (self.codebook_size,), generator=self._generator()).to(z.device)
+        if len(candidates) >= self.codebook_size:
+            pick = torch.randperm(len(candidates), generator=self._generator())[: self.codebook_size]
+        else:
+            pick = torch.randint(len(candidates), (self.codebook_size,), generator=self._generator())
+        pick = pick.to(z.device)
         self.embed.copy_(candidates[pick])
         self.embed_avg.copy_(self.embed)
         self.cluster_size.fill_(1.0)
@@ -134,6 +149,7 @@ class EMACodebook(nn.Module):
     def _ema_update(self, z: torch.Tensor, indices: torch.Tensor) -> None:
         """Eq. 5 with Laplace smoothing; counts and sums are all-reduced so ranks agree."""
         counts = all_reduce_sum(torch.bincount(indices, minlength=self.codebook_size).to(z.dtype))  # (K,)
+        self.unused_steps.add_(1).masked_fill_(counts > 0, 0)
         sums = all_reduce_sum(torch.zeros_like(self.embed_avg).index_add_(0, indices, z))  # (K, D)
         self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
         self.embed_avg.mul_(self.decay).add_(sums, alpha=1 - self.decay)
@@ -150,7 +166,8 @@ class EMACodebook(nn.Module):
         clusters that reconstruct worst instead of landing where codes already are.
         """
         mean_count = self.cluster_size.sum() / self.codebook_size
-        dead = torch.nonzero(self.cluster_size < self.dead_code_threshold * mean_count).flatten()
+        rare = self.cluster_size < self.dead_code_threshold * mean_count
+        dead = torch.nonzero(rare | (self.unused_steps >= self.dead_code_patience)).flatten()
         budget = max(1, math.ceil(self.restart_fraction * self.codebook_size))
         if len(dead) == 0:
             return 0
@@ -163,6 +180,7 @@ class EMACodebook(nn.Module):
         self.embed[dead] = candidates[pick]
         self.cluster_size[dead] = self.dead_code_threshold * mean_count * 2
         self.embed_avg[dead] = self.embed[dead] * self.cluster_size[dead, None]
+        self.unused_steps[dead] = 0
         return len(dead)
 
     def forward(self, z: torch.Tensor, update: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -227,6 +245,7 @@ class VQVAE(nn.Module):
                 decay=c.ema_decay,
                 eps=c.ema_eps,
                 dead_code_threshold=c.dead_code_threshold,
+                dead_code_patience=c.dead_code_patience,
                 restart_fraction=c.restart_fraction,
                 seed=c.seed + level,
             )
