@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 STAGE_VERSIONS = {
     "download_genome": 1,
     "make_windows": 1,
-    "train_tokenizer": 1,
+    "train_tokenizer": 2,
     "evaluate_tokenizer": 1,
     "tokenize_genome": 1,
     "pretrain_mlm": 1,

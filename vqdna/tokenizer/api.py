@@ -73,7 +73,7 @@ def load_tokenizer(directory: str | Path, device: torch.device | str | None = No
         if not (directory / WEIGHTS_FILE).is_file():
             raise VqdnaError(f"{directory}: not a saved tokenizer ({WEIGHTS_FILE} missing)")
         model = model_class(config_class(**raw))
-        model.load_state_dict(load_file(directory / WEIGHTS_FILE))
+        _load_weights(model, directory / WEIGHTS_FILE)
         return VQTokenizer(model, hash=digest, device=device)
     if kind in BASELINE_TYPES:
         config_class, tokenizer_class = BASELINE_TYPES[kind]
@@ -81,6 +81,19 @@ def load_tokenizer(directory: str | Path, device: torch.device | str | None = No
             return BPETokenizer(config_class(**raw), BPETokenizer.load_model(directory), hash=digest)
         return tokenizer_class(config_class(**raw), hash=digest)
     raise VqdnaError(f"{directory / CONFIG_FILE}: unknown tokenizer type {kind!r}")
+
+
+def _load_weights(model: torch.nn.Module, path: Path) -> None:
+    """Strict loading, except that training-only counters older files lack start at zero."""
+    state = load_file(path)
+    for name, buffer in model.state_dict().items():
+        if name.endswith("unused_steps") and name not in state:  # a training-only counter newer than some saved files
+            state[name] = torch.zeros_like(buffer)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[-1].strip()
+        raise VqdnaError(f"{path}: weights do not fit this vqdna's tokenizer model ({first}); retrain the tokenizer") from None
 
 
 def best_device() -> torch.device:
