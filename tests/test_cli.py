@@ -17,7 +17,7 @@ SUBCOMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)
 
 
 def test_every_stage_has_a_subcommand():
-    assert {"download", "windows", "train-tokenizer", "tokenize", "pretrain", "prepare-dataset", "finetune", "tables", "inspect"} <= set(SUBCOMMANDS)
+    assert {"download", "windows", "train-tokenizer", "tokenize", "pretrain", "prepare-dataset", "finetune", "tables", "inspect", "embed", "predict"} <= set(SUBCOMMANDS)
 
 
 @pytest.mark.parametrize("subcommand", SUBCOMMANDS)

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pysam
 import pytest
+import yaml
 from conftest import REPO, WORKFLOW_GENOMES, snakemake_command, snakemake_env
 from helpers import expected_windows
 from safetensors.torch import load_file
@@ -235,3 +236,40 @@ def test_rule_files_are_snakefmt_formatted():
         ["snakefmt", "--check", "Snakefile", "workflow/rules"], cwd=REPO, env=snakemake_env(), capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_pretraining_state_is_cleared_once_the_model_is_saved(workflow_run):
+    assert workflow_run.path("results/pretrain/tiny/model.safetensors").is_file()
+    assert not workflow_run.path("results/pretrain_state/tiny").exists()
+
+
+def test_a_tokenizer_and_an_encoder_from_elsewhere_are_fine_tuned_as_they_are(workflow_run, test_data, tmp_path):
+    """`tokenizers: {NAME: {path}}` and `runs: {NAME: {pretrained}}`: nothing is trained or pretrained again."""
+    tokenizer = workflow_run.path("results/tokenizers/vq512")
+    encoder = workflow_run.path("results/pretrain/tiny")
+    (tmp_path / "config").mkdir()
+    config = {
+        "genomes": "config/genomes.tsv",
+        "datasets": "config/datasets.tsv",
+        "mirror": str(test_data / "genomes"),
+        "tokenizers": {"theirs": {"path": str(tokenizer)}},
+        "runs": {"theirs": {"tokenizer": "theirs", "pretrained": str(encoder)}},
+        "finetune": {"runs": ["theirs"], "seeds": [0]},
+    }
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    genomes = (REPO / "config" / "genomes.tsv").read_text().splitlines()
+    (tmp_path / "config" / "genomes.tsv").write_text("\n".join([genomes[0], *[g for g in genomes if g.startswith("lambda_phage\t")]]) + "\n")
+    prom = workflow_run.datasets[0]
+    sheet = {**prom, "max_train_samples": 200, "epochs": 1}
+    (tmp_path / "config" / "datasets.tsv").write_text(
+        "\t".join(sheet) + "\n" + "\t".join(str(v) for v in sheet.values()) + "\n"
+    )
+    result = subprocess.run(snakemake_command(tmp_path), cwd=tmp_path, env=snakemake_env(), capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-4000:]
+    ran = result.stderr
+    assert "rule train_tokenizer" not in ran and "rule pretrain_mlm" not in ran and "rule evaluate_tokenizer" not in ran
+    assert "rule tokenize_genome" in ran and "rule finetune" in ran
+    metrics = json.loads((tmp_path / "results/finetune/theirs/prom_core_notata/seed0/metrics.json").read_text())
+    assert metrics["base_weights_sha256"] == weights_fingerprint(load_file(encoder / "model.safetensors"))
+    assert metrics["tokenizer_hash"] == tokenizer_hash(tokenizer)
+    assert _meta(tmp_path / "results/tokens/theirs/lambda_phage.parquet")["vqdna.tokenizer_hash"] == tokenizer_hash(tokenizer)

@@ -89,7 +89,10 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from vqdna.lm.pretrain import pretrain
 
-    result = pretrain(args.name, args.settings, args.tokenizer, args.tokens, args.output, threads=args.threads, device=args.device)
+    result = pretrain(
+        args.name, args.settings, args.tokenizer, args.tokens, args.output,
+        state_dir=args.state, threads=args.threads, device=args.device,
+    )
     logging.info("run %s: held-out masked-code accuracy per level %s", args.name, result["heldout_masked_accuracy"])
 
 
@@ -116,6 +119,24 @@ def cmd_tables(args: argparse.Namespace) -> None:
 
     rows = write_tables(args.metrics, args.csv, args.markdown)
     logging.info("%d rows written to %s and %s", len(rows), args.csv, args.markdown)
+
+
+def cmd_embed(args: argparse.Namespace) -> None:
+    from vqdna.predict import embed
+
+    embed(
+        args.tokenizer, args.model, args.input, args.output, batch_size=args.batch_size, chunk_length=args.chunk_length,
+        pretrained_dir=args.pretrained, threads=args.threads, device=args.device,
+    )
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from vqdna.predict import predict
+
+    predict(
+        args.tokenizer, args.model, args.input, args.output, max_length=args.max_length, batch_size=args.batch_size,
+        pretrained_dir=args.pretrained, threads=args.threads, device=args.device,
+    )
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
@@ -186,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", required=True, help="tokenizer folder the token files were made with")
     p.add_argument("--tokens", nargs="+", required=True, help="token .parquet files of its pretrain_genomes")
     p.add_argument("--output", required=True, help="output folder")
+    p.add_argument(
+        "--state", default=None,
+        help="folder for resumable checkpoints (the workflow uses results/pretrain_state/RUN); a rerun resumes from it",
+    )
     compute_options(p)
 
     p = add("prepare-dataset", cmd_prepare_dataset, "Build a labelled dataset (GUE CSVs or genome classification) as Parquet splits.")
@@ -207,6 +232,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", required=True)
     p.add_argument("--markdown", required=True)
     p.add_argument("metrics", nargs="*", help="metrics.json files of fine-tuning runs")
+
+    def inference_options(p: argparse.ArgumentParser, model_help: str, output_help: str) -> None:
+        p.add_argument("--tokenizer", required=True, help="tokenizer folder the model was pretrained with")
+        p.add_argument("--model", required=True, help=model_help)
+        p.add_argument("--input", required=True, help="FASTA (.fa/.fasta/.fna/.fas) or CSV with a 'sequence' column (optional 'id', 'label'); plain or .gz")
+        p.add_argument("--output", required=True, help=output_help)
+        p.add_argument("--pretrained", default=None, help="a fine-tuned run's pretrained folder, when it has moved (default: the path its adapter recorded)")
+        p.add_argument("--batch-size", type=int, default=64, help="sequences per forward pass (default 64)")
+        compute_options(p)
+
+    p = add("embed", cmd_embed, "Mean-pooled encoder embeddings of your sequences (FASTA or CSV) as Parquet: id, length, embedding.")
+    inference_options(
+        p,
+        "pretrained folder (results/pretrain/RUN) or fine-tuned run folder (with adapter/: its LoRA-adapted encoder)",
+        "output .parquet",
+    )
+    p.add_argument("--chunk-length", type=int, default=None, help="encode long sequences in pieces of this many tokens and average over all tokens (default: whole sequences)")
+
+    p = add("predict", cmd_predict, "Predictions of a fine-tuned run for your sequences (FASTA or CSV) as CSV or Parquet.")
+    inference_options(
+        p,
+        "fine-tuned run folder (results/finetune/RUN/DATASET/seedN, with adapter/)",
+        "output .csv or .parquet: id, label (if the input has one), prediction, probability_K per class",
+    )
+    p.add_argument("--max-length", type=int, default=None, help="cut sequences to this many nt, as fine-tuning did (default: the run's max_length when its metrics.json records it, else no cut)")
 
     p = add("inspect", cmd_inspect, "Show a Parquet artifact: schema, row count, vqdna metadata and a few rows.")
     p.add_argument("path")

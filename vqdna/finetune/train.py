@@ -223,6 +223,8 @@ def finetune(
         "group": spec.group,
         "task": spec.task,
         "metric": spec.metric,
+        "num_labels": spec.num_labels if spec.task == "classification" else 1,
+        "max_length": spec.max_length,
         "seed": seed,
         "test": test_metrics,
         "best_epoch": best_epoch,

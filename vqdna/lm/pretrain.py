@@ -6,25 +6,50 @@ predicts, at those positions, the code of every tokenizer level.
 
 Masks are a pure function of (seed, step, global sample index), and the sample
 order a pure function of (seed, epoch), so a run is reproducible from its
-config alone, whatever the process count.
+config alone, whatever the process count. Under ``torchrun`` each step's global
+batch is cut into one contiguous slice per rank (and each slice into
+``grad_accum_steps`` micro-batches); every micro-batch's loss is weighted by its
+share of the global batch's masked tokens, so DDP's gradient mean equals the
+gradient of the global batch's mean loss. A run checkpoints every
+``checkpoint_every`` steps into its state folder (:mod:`vqdna.lm.checkpoints`)
+and, rerun after being killed, continues from the last complete checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from vqdna import VqdnaError
+from vqdna.distributed import (
+    all_gather_objects,
+    all_reduce_sum,
+    barrier,
+    broadcast_object,
+    join_process_group,
+    rank_device,
+)
 from vqdna.io import atomic_dir, write_csv, write_json
+from vqdna.lm.checkpoints import (
+    clear_state,
+    fingerprint,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from vqdna.lm.configuration import VqdnaConfig
 from vqdna.lm.modeling import VqdnaForMaskedLM
 from vqdna.tokenizer.api import best_device, load_tokenizer
@@ -60,9 +85,16 @@ class PretrainConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 10_000
     max_length: int | None = None  # cut windows into pieces of this many tokens; None: whole windows
+    grad_accum_steps: int = 1  # micro-batches per rank and step; batch_size stays the global batch
     log_every: int = 100
+    checkpoint_every: int = 1000  # steps between resumable checkpoints (0: none)
+    keep_checkpoints: int = 2
     heldout_windows: int = 1024
     seed: int = 0
+
+    def fingerprint_settings(self) -> dict:
+        """The settings a checkpoint's numbers depend on (not how often it logs or checkpoints)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("log_every", "checkpoint_every", "keep_checkpoints")}
 
     @classmethod
     def from_settings(cls, name: str, settings: dict) -> "PretrainConfig":
@@ -76,6 +108,8 @@ class PretrainConfig:
             raise VqdnaError(f"runs.{name}.encoder: unknown key(s) {', '.join(bad)}; known: {', '.join(ENCODER_KEYS)}")
         if not 0 < config.mask_ratio < 1:
             raise VqdnaError(f"runs.{name}: mask_ratio must lie in (0, 1), got {config.mask_ratio}")
+        if config.steps < 1 or config.batch_size < 1 or config.grad_accum_steps < 1:
+            raise VqdnaError(f"runs.{name}: steps, batch_size and grad_accum_steps must be positive")
         return config
 
 
@@ -107,8 +141,12 @@ def mask_positions(
     keys = _uniform_keys(seed, step, sample_index, length)
     keys[np.arange(length)[None, :] >= lengths[:, None]] = np.inf  # padding is never chosen
     rank = np.argsort(np.argsort(keys, axis=1, kind="stable"), axis=1, kind="stable")
-    counts = np.maximum(1, np.rint(ratio * lengths)).astype(np.int64)
-    return rank < counts[:, None]
+    return rank < masked_counts(lengths, ratio)[:, None]
+
+
+def masked_counts(lengths: np.ndarray, ratio: float) -> np.ndarray:
+    """Masked positions per sample: round(ratio * n) of its n real tokens, at least one."""
+    return np.maximum(1, np.rint(ratio * np.asarray(lengths))).astype(np.int64)
 
 
 @functools.lru_cache(maxsize=2)
@@ -159,6 +197,45 @@ def masked_accuracy(model: VqdnaForMaskedLM, codes: Codes, seed: int, ratio: flo
     return (correct / max(1, total)).tolist()
 
 
+def most_frequent_codes(codes: Codes) -> np.ndarray:
+    """Per level, the code seen most often among real (unpadded) tokens."""
+    real = np.arange(codes.values.shape[1])[None, :] < codes.lengths[:, None]
+    return np.array([np.bincount(codes.values[..., n][real].astype(np.int64)).argmax() for n in range(codes.values.shape[-1])])
+
+
+def nearest_unmasked(masked: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """(B, L) index of the nearest real unmasked position (left on ties); -1 where there is none."""
+    positions = np.arange(masked.shape[1])[None, :]
+    visible = ~masked & (positions < lengths[:, None])
+    left = np.maximum.accumulate(np.where(visible, positions, -1), axis=1)
+    big = masked.shape[1] * 2
+    right = np.minimum.accumulate(np.where(visible, positions, big)[:, ::-1], axis=1)[:, ::-1]
+    use_right = (left < 0) | ((right < big) & (right - positions < positions - left))
+    nearest = np.where(use_right, right, left)
+    return np.where(nearest >= big, -1, nearest)
+
+
+def masked_baselines(codes: Codes, frequent: np.ndarray, seed: int, ratio: float) -> dict[str, list[float]]:
+    """The accuracy the MLM must beat, on the held-out masks of :func:`masked_accuracy`.
+
+    ``most_frequent``: always the train set's most frequent code of the level.
+    ``copy_neighbour``: the code of the nearest unmasked position; learned codes
+    overlap their neighbours' context, so this one is strong.
+    """
+    rows = np.arange(len(codes))
+    longest = codes.values.shape[1]
+    masked = mask_positions(seed, 0, rows, longest, ratio, codes.lengths)
+    neighbour = nearest_unmasked(masked, codes.lengths)
+    copied = np.take_along_axis(codes.values, np.clip(neighbour, 0, None)[..., None], axis=1)
+    levels = codes.values.shape[-1]
+    truth = codes.values[masked]  # (masked tokens, levels)
+    has_neighbour = (neighbour >= 0)[masked]
+    return {
+        "most_frequent": [float((truth[:, n] == frequent[n]).mean()) for n in range(levels)],
+        "copy_neighbour": [float(((copied[masked][:, n] == truth[:, n]) & has_neighbour).mean()) for n in range(levels)],
+    }
+
+
 def _heldout_sample(parts: list[Codes], count: int, seed: int) -> Codes:
     """A seeded sample of held-out windows spread over every genome (not the first genome's first windows)."""
     held = Codes.concatenate(parts)
@@ -168,6 +245,79 @@ def _heldout_sample(parts: list[Codes], count: int, seed: int) -> Codes:
     return Codes(held.values[pick], held.lengths[pick])
 
 
+class StopRequested:
+    """Set by SIGTERM (SLURM preemption or time limit): the run saves a checkpoint at the end of the step and stops."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.requested = enabled, False
+        self._previous = None
+
+    def __enter__(self) -> StopRequested:
+        if self.enabled and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def anywhere(self, device: torch.device) -> bool:
+        """True on every rank once any rank was asked to stop, so all ranks checkpoint the same step."""
+        if not self.enabled:
+            return False
+        return bool(all_reduce_sum(torch.tensor([float(self.requested)], device=device)).item())
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(states: list[dict], rank: int) -> None:
+    """Restore this rank's dropout RNG (a run resumed on another process count reseeds the extra ranks)."""
+    if rank < len(states):
+        torch.set_rng_state(states[rank]["torch"])
+        if "cuda" in states[rank] and torch.cuda.is_available():
+            torch.cuda.set_rng_state(states[rank]["cuda"])
+    else:
+        torch.manual_seed(rank)
+
+
+def micro_batches(batch_size: int, rank: int, world: int, accum: int) -> list[slice]:
+    """Positions in the global batch of rank ``rank``'s micro-batches: one contiguous shard per rank, cut in ``accum``."""
+    per_rank = batch_size // world
+    micro = per_rank // accum
+    return [slice(rank * per_rank + m * micro, rank * per_rank + (m + 1) * micro) for m in range(accum)]
+
+
+def _train_step(step_model, run: PretrainConfig, codes: Codes, step: int, rank: int, world: int, device: torch.device) -> torch.Tensor:
+    """Forward and backward of this rank's slice of the step's global batch.
+
+    Returns (this rank's summed masked-token loss, the global masked count / world):
+    all-reduced, their ratio is the global batch's mean loss.
+    """
+    sample_index, rows = global_batch_indices(run.seed, step, run.batch_size, len(codes))
+    global_masked = int(masked_counts(codes.lengths[rows], run.mask_ratio).sum())
+    parts = micro_batches(run.batch_size, rank, world, run.grad_accum_steps)
+    use_bf16 = device.type == "cuda"
+    loss_sum = torch.zeros(1, device=device)
+    for m, part in enumerate(parts):
+        input_ids, masked, labels, attention = _masked_batch(codes, rows[part], sample_index[part], run.seed, step, run.mask_ratio, device)
+        last = m == len(parts) - 1
+        with contextlib.nullcontext() if last or world == 1 else step_model.no_sync():
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                loss = step_model(input_ids, attention_mask=attention, masked_positions=masked, labels=labels).loss
+            share = masked.sum() / global_masked  # this micro-batch's share of the global batch's masked tokens
+            (loss * share * world).backward()  # DDP averages over ranks: x world makes it the global mean
+        loss_sum += loss.detach().float() * masked.sum()
+    return torch.cat([loss_sum, torch.tensor([float(global_masked) / world], device=device)])
+
+
 def pretrain(
     name: str,
     settings: dict,
@@ -175,15 +325,26 @@ def pretrain(
     token_files: list[str | Path],
     output_dir: str | Path,
     *,
+    state_dir: str | Path | None = None,
     threads: int | None = None,
     device: str | None = None,
 ) -> dict:
-    """Pretrain run ``name`` on ``token_files`` and save the final model with ``save_pretrained``."""
+    """Pretrain run ``name`` on ``token_files`` and save the final model with ``save_pretrained``.
+
+    With ``state_dir``, checkpoints every ``checkpoint_every`` steps go there, a
+    rerun resumes from the newest complete one with a matching fingerprint, and
+    the folder is removed once the final model is saved. SIGTERM saves a
+    checkpoint at the end of the current step and stops with an error.
+    """
     run = PretrainConfig.from_settings(name, settings)
+    rank, world = join_process_group()
+    if run.batch_size % (world * run.grad_accum_steps):
+        raise VqdnaError(
+            f"runs.{name}: batch_size {run.batch_size} is not divisible by {world} processes x {run.grad_accum_steps} grad_accum_steps"
+        )
     if threads:
         torch.set_num_threads(threads)
-    torch.manual_seed(run.seed)
-    device = torch.device(device) if device else best_device()
+    device = torch.device(rank_device(device, rank, world) or best_device())
     tokenizer = load_tokenizer(tokenizer_dir, device="cpu")
     train_codes = Codes.concatenate([read_codes(p, tokenizer.hash, "train") for p in token_files])
     heldout = _heldout_sample([read_codes(p, tokenizer.hash, "test") for p in token_files], run.heldout_windows, run.seed)
@@ -191,62 +352,114 @@ def pretrain(
         raise VqdnaError(f"runs.{name}: no train-split windows in {', '.join(map(str, token_files))}")
     if run.max_length:  # every window cut into max_length pieces: all of the corpus is read
         train_codes, heldout = train_codes.chunked(run.max_length), heldout.chunked(run.max_length)
-    length = train_codes.values.shape[1]
 
-    config = VqdnaConfig(
-        vocab_sizes=tokenizer.level_sizes,
-        code_embedding_dim=tokenizer.embedding_dim,
-        tokenizer_name=run.tokenizer,
-        tokenizer_hash=tokenizer.hash,
-        tokenizer_type=tokenizer.config.type,
-        **run.encoder,
+    torch.manual_seed(run.seed)  # the same initial weights on every rank
+    model = VqdnaForMaskedLM(
+        VqdnaConfig(
+            vocab_sizes=tokenizer.level_sizes,
+            code_embedding_dim=tokenizer.embedding_dim,
+            tokenizer_name=run.tokenizer,
+            tokenizer_hash=tokenizer.hash,
+            tokenizer_type=tokenizer.config.type,
+            **run.encoder,
+        )
     )
-    model = VqdnaForMaskedLM(config)
     if tokenizer.embedding_dim is not None:  # learned tokenizers: their codebooks are the frozen input embedding
         model.vqdna.set_code_embeddings(tokenizer.codebook_tables())
-    model.to(device).train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=run.learning_rate, weight_decay=run.weight_decay, betas=(0.9, 0.98))
     schedule = get_cosine_schedule_with_warmup(optimizer, run.warmup_steps, run.steps)
-    use_bf16 = device.type == "cuda"
+
+    start, curves, resumed_from = 0, [], None
+    run_fingerprint = None
+    if state_dir is not None:
+        run_fingerprint = broadcast_object(
+            fingerprint(run.fingerprint_settings(), tokenizer.hash, token_files) if rank == 0 else None
+        )
+        found = broadcast_object(latest_checkpoint(state_dir, run_fingerprint) if rank == 0 else None)
+        if found is not None:
+            state = load_checkpoint(found, model)
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+            _set_rng_state(state["rng"], rank)
+            start, curves, resumed_from = state["step"], state["curves"], str(found)
+            log.info("run %s: resumed from %s (step %d of %d)", name, found, start, run.steps)
+    model.to(device).train()
+    _move_optimizer_state(optimizer, device)
+    step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
     log.info(
-        "run %s: %d train sequences of up to %d tokens, %.1fM trainable parameters, %s",
-        name, len(train_codes), length, sum(p.numel() for p in trainable) / 1e6, device,
+        "run %s: %d train sequences of up to %d tokens, %.1fM trainable parameters, process %d of %d, %s",
+        name, len(train_codes), train_codes.values.shape[1], sum(p.numel() for p in trainable) / 1e6, rank, world, device,
     )
 
-    curves = []
     started = time.time()
-    for step in tqdm(range(1, run.steps + 1), desc=f"pretrain {name}", mininterval=10):
-        sample_index, rows = global_batch_indices(run.seed, step, run.batch_size, len(train_codes))
-        input_ids, masked, labels, attention = _masked_batch(train_codes, rows, sample_index, run.seed, step, run.mask_ratio, device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss = model(input_ids, attention_mask=attention, masked_positions=masked, labels=labels).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
-        schedule.step()
-        if not math.isfinite(loss.item()):
-            raise VqdnaError(f"runs.{name}: loss became {loss.item()} at step {step}; lower learning_rate")
-        if step % run.log_every == 0 or step == run.steps:
-            curves.append({"step": step, "loss": loss.item(), "learning_rate": schedule.get_last_lr()[0], "seconds": round(time.time() - started, 1)})
-            log.info("step %d loss %.4f", step, loss.item())
+    with StopRequested(enabled=state_dir is not None) as stop:
+        for step in tqdm(range(start + 1, run.steps + 1), desc=f"pretrain {name}", mininterval=10, disable=rank > 0):
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum, count = _train_step(step_model, run, train_codes, step, rank, world, device).split(1)
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            optimizer.step()
+            schedule.step()
+            if step % run.log_every == 0 or step == run.steps:
+                total, masked = all_reduce_sum(torch.cat([loss_sum, count])).tolist()
+                loss = total / masked  # mean over the global batch's masked tokens
+                if not math.isfinite(loss):
+                    raise VqdnaError(f"runs.{name}: loss became {loss} at step {step}; lower learning_rate")
+                curves.append({"step": step, "loss": loss, "learning_rate": schedule.get_last_lr()[0], "seconds": round(time.time() - started, 1)})
+                log.info("step %d loss %.4f", step, loss)
+            stopping = stop.anywhere(device)
+            due = state_dir is not None and run.checkpoint_every and step % run.checkpoint_every == 0 and step < run.steps
+            if due or stopping:
+                _checkpoint(state_dir, step, run_fingerprint, model, optimizer, schedule, curves, run.keep_checkpoints, rank)
+            if stopping:
+                raise VqdnaError(f"runs.{name}: stopped by SIGTERM after step {step}; checkpoint saved in {state_dir}, rerun to continue")
 
-    accuracy = masked_accuracy(model, heldout, run.seed, run.mask_ratio, device)
-    result = {
-        "run": name,
-        "tokenizer": run.tokenizer,
-        "tokenizer_hash": tokenizer.hash,
-        "train_sequences": int(len(train_codes)),
-        "heldout_sequences": int(len(heldout)),
-        "steps": run.steps,
-        "final_loss": curves[-1]["loss"],
-        "heldout_masked_accuracy": accuracy,
-        "train_seconds": round(time.time() - started, 1),
-        "run_config": asdict(run),
-    }
-    with atomic_dir(output_dir) as tmp:
-        model.save_pretrained(tmp)
-        write_json(tmp / "metrics.json", result)
-        write_csv(tmp / "curves.csv", curves)
-    return result
+    result = None
+    if rank == 0:
+        frequent = most_frequent_codes(train_codes)
+        result = {
+            "run": name,
+            "tokenizer": run.tokenizer,
+            "tokenizer_hash": tokenizer.hash,
+            "train_sequences": len(train_codes),
+            "heldout_sequences": len(heldout),
+            "steps": run.steps,
+            "processes": world,
+            "resumed_from": resumed_from,
+            "final_loss": curves[-1]["loss"],
+            "heldout_masked_accuracy": masked_accuracy(model, heldout, run.seed, run.mask_ratio, device),
+            "heldout_baselines": masked_baselines(heldout, frequent, run.seed, run.mask_ratio),
+            "train_seconds": round(time.time() - started, 1),
+            "run_config": asdict(run),
+        }
+        with atomic_dir(output_dir) as tmp:
+            model.save_pretrained(tmp)
+            write_json(tmp / "metrics.json", result)
+            write_csv(tmp / "curves.csv", curves)
+        if state_dir is not None:
+            clear_state(state_dir)
+    barrier()
+    return broadcast_object(result)
+
+
+def _move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """A checkpoint's optimizer moments are loaded on the CPU; they belong beside the weights."""
+    for state in optimizer.state.values():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and key != "step":
+                state[key] = value.to(device)
+
+
+def _checkpoint(state_dir, step, run_fingerprint, model, optimizer, schedule, curves, keep, rank) -> None:
+    rng = all_gather_objects(_rng_state())  # every rank's dropout RNG, so a resume continues each stream
+    if rank == 0:
+        trainer_state = {
+            "step": step,
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "rng": rng,
+            "curves": curves,
+        }
+        folder = save_checkpoint(state_dir, step, run_fingerprint, model, trainer_state, keep=keep)
+        log.info("step %d: checkpoint %s", step, folder)
+    barrier()

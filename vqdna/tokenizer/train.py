@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -24,13 +23,20 @@ from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from vqdna import VqdnaError
+from vqdna.distributed import (
+    all_gather_cat,
+    all_reduce_sum,
+    barrier,
+    is_distributed,
+    join_process_group,
+    rank_device,
+)
 from vqdna.genome import bases_from_ids
 from vqdna.io import atomic_dir, write_csv, write_json
 from vqdna.tokenizer import metrics
 from vqdna.tokenizer.api import MODEL_TYPES, VQTokenizer, onehot
 from vqdna.tokenizer.baselines import BASELINE_TYPES, BPETokenizer
 from vqdna.tokenizer.evaluate import TRAINING_FILE, TokenizerEvalConfig, load_windows
-from vqdna.tokenizer.vq import all_gather_cat, all_reduce_sum
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +80,6 @@ def split_config(name: str, settings: dict) -> tuple[object, TokenizerTrainConfi
     return configs[0], None, configs[1]
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size); joins the torchrun process group when there is one (gloo on CPU, nccl on GPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-
-
 def train_tokenizer(
     name: str,
     settings: dict,
@@ -102,13 +100,12 @@ def train_tokenizer(
     paths = [Path(p) for p in window_files]
     if train is None:
         return _write_baseline(name, model_config, paths, output_dir)
-    rank, world = _distributed()
+    rank, world = join_process_group()
     if train.batch_size % world:
         raise VqdnaError(f"tokenizers.{name}: batch_size {train.batch_size} is not divisible by {world} processes")
     if threads:
         torch.set_num_threads(threads)
-    if device is None and world > 1 and torch.cuda.is_available():
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+    device = rank_device(device, rank, world)
     torch.manual_seed(train.seed)  # same initial weights on every rank
     rng = np.random.default_rng(train.seed)
     windows = load_windows(paths, "train")
@@ -164,8 +161,7 @@ def train_tokenizer(
             write_csv(tmp / "curves.csv", curves)
             plot_curves(curves, tmp / "curves.png", title=f"tokenizer {name}")
             write_json(tmp / TRAINING_FILE, summary)
-    if world > 1:
-        dist.barrier()
+    barrier()
     return summary
 
 
@@ -187,7 +183,7 @@ def _write_baseline(name: str, config, paths: list[Path], output_dir: str | Path
 def _curve_row(step, out, batch, level_sizes, restarts_total, schedule, started) -> dict:
     """One row of the training curves, over the global batch (gathered from every rank under DDP)."""
     losses = torch.stack([out.loss, out.reconstruction_loss, out.commitment_loss]).detach().float()
-    losses = all_reduce_sum(losses) / (dist.get_world_size() if dist.is_initialized() else 1)
+    losses = all_reduce_sum(losses) / (dist.get_world_size() if is_distributed() else 1)
     predicted = all_gather_cat(out.logits.detach().argmax(-1)).cpu().numpy()
     targets = all_gather_cat(torch.as_tensor(batch, device=out.logits.device)).cpu().numpy()
     row = {

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from vqdna.distributed import all_gather_cat, all_reduce_sum
 from vqdna.tokenizer.convnext import NUM_BASES, ConvNeXtDecoder, ConvNeXtEncoder
 
 
@@ -71,20 +71,6 @@ def nearest_code(z: torch.Tensor, embed: torch.Tensor, chunk: int = 65536) -> tu
             indices.append(index)
             distances.append(best.clamp_min(0))
     return torch.cat(indices), torch.cat(distances)
-
-
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(tensor)
-    return tensor
-
-
-def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return tensor
-    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, tensor.contiguous())
-    return torch.cat(parts)
 
 
 class EMACodebook(nn.Module):

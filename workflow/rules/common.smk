@@ -120,14 +120,27 @@ def _check_genomes(where, genomes):
         )
 
 
+def _check_folder(where, folder, file):
+    if not (Path(folder) / file).is_file():
+        raise WorkflowError(f"{where}: {folder} has no {file}")
+
+
 for _name, _tokenizer in TOKENIZERS.items():
-    _check_genomes(f"tokenizers.{_name}.train_genomes", _tokenizer["train_genomes"])
+    if "path" in _tokenizer:
+        _check_folder(f"tokenizers.{_name}.path", _tokenizer["path"], "config.json")
+    else:
+        _check_genomes(f"tokenizers.{_name}.train_genomes", _tokenizer["train_genomes"])
 for _name, _run in RUNS.items():
     if _run["tokenizer"] not in TOKENIZERS:
         raise WorkflowError(
             f"runs.{_name}.tokenizer: no tokenizer named {_run['tokenizer']!r}"
         )
-    _check_genomes(f"runs.{_name}.pretrain_genomes", _run["pretrain_genomes"])
+    if "pretrained" in _run:
+        _check_folder(
+            f"runs.{_name}.pretrained", _run["pretrained"], "model.safetensors"
+        )
+    else:
+        _check_genomes(f"runs.{_name}.pretrain_genomes", _run["pretrain_genomes"])
 for _run in FINETUNE["runs"]:
     if _run not in RUNS:
         raise WorkflowError(f"finetune.runs: no run named {_run!r}")
@@ -236,9 +249,39 @@ def get_tokenizer_evaluation(wildcards):
     )
 
 
+def trained_tokenizers():
+    """Tokenizers this workflow trains (the others are folders given by `path`)."""
+    return sorted(name for name, entry in TOKENIZERS.items() if "path" not in entry)
+
+
+def pretrained_runs():
+    """Runs this workflow pretrains (the others are encoder folders given by `pretrained`)."""
+    return sorted(name for name, entry in RUNS.items() if "pretrained" not in entry)
+
+
 def tokenizer_files(tokenizer):
-    """The files that make a tokenizer (their hash is its identity); measurements are not among them."""
-    return {"tokenizer_config": f"results/tokenizers/{tokenizer}/config.json"}
+    """The files that make a tokenizer (their hash is its identity); measurements are not among them.
+
+    A trained tokenizer's folder is rewritten as a whole, so its config.json
+    stands for it; a folder given by `path` is the user's, so each model file
+    is an input and editing one reruns what used it.
+    """
+    path = TOKENIZERS[tokenizer].get("path")
+    if path is None:
+        return {"tokenizer_config": f"results/tokenizers/{tokenizer}/config.json"}
+    models = [
+        str(Path(path) / name) for name in ("model.safetensors", "tokenizer.json")
+    ]
+    return {
+        "tokenizer_config": str(Path(path) / "config.json"),
+        "tokenizer_model": [m for m in models if Path(m).is_file()],
+    }
+
+
+def pretrained_weights(run):
+    """The encoder a fine-tuning run starts from: pretrained here, or a folder given by `pretrained`."""
+    folder = RUNS[run].get("pretrained", f"results/pretrain/{run}")
+    return str(Path(folder) / "model.safetensors")
 
 
 def get_tokenizer_of_rule(wildcards):
@@ -261,7 +304,18 @@ def get_pretrain_inputs(wildcards):
 
 
 def get_run_settings(wildcards):
-    return _json(RUNS[wildcards.run])
+    """The run's entry less `gpus`: the process count is a resource, results do not depend on it."""
+    return _json({k: v for k, v in RUNS[wildcards.run].items() if k != "gpus"})
+
+
+def get_run_gpus(wildcards):
+    return RUNS[wildcards.run].get("gpus", 1)
+
+
+def get_pretrain_launcher(wildcards):
+    """`python` for one process; torchrun on one node for several (multi-node: see slurm/profile.yaml)."""
+    gpus = get_run_gpus(wildcards)
+    return "python" if gpus == 1 else f"torchrun --standalone --nproc-per-node {gpus}"
 
 
 # ---- prepare_dataset ---------------------------------------------------------------------------
@@ -307,7 +361,7 @@ def get_finetune_inputs(wildcards):
     run = RUNS[wildcards.run]
     return {
         **tokenizer_files(run["tokenizer"]),
-        "pretrained": f"results/pretrain/{wildcards.run}/model.safetensors",
+        "pretrained": pretrained_weights(wildcards.run),
         "dataset": expand(
             "results/datasets/{dataset}/{split}.parquet",
             dataset=wildcards.dataset,
@@ -345,9 +399,9 @@ def get_final_outputs(wildcards):
         genome=sorted(GENOMES),
     )
     outputs += expand(
-        "results/tokenizers/{tokenizer}/metrics.json", tokenizer=sorted(TOKENIZERS)
+        "results/tokenizers/{tokenizer}/metrics.json", tokenizer=trained_tokenizers()
     )
-    outputs += expand("results/pretrain/{run}/model.safetensors", run=sorted(RUNS))
+    outputs += expand("results/pretrain/{run}/model.safetensors", run=pretrained_runs())
     if FINETUNE["runs"]:
         outputs += ["results/tables/summary.csv", "results/tables/summary.md"]
     return outputs

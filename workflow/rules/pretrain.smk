@@ -7,19 +7,25 @@ rule pretrain_mlm:
         metrics="results/pretrain/{run}/metrics.json",
     log:
         "logs/pretrain_mlm/{run}.log",
+    wildcard_constraints:
+        run=_alternatives(pretrained_runs()),
     conda:
         ENV
     threads: 8
     resources:
-        gpu=1,
+        gpu=get_run_gpus,
         mem_mb=32000,
         runtime=3 * 24 * 60,
     params:
         settings=get_run_settings,
         tokenizer=tokenizer_folder,
         folder=output_folder,
+        # Resumable checkpoints: outside the declared outputs, which Snakemake deletes
+        # before a rerun; cleared by the run itself once its model is saved.
+        state="results/pretrain_state/{run}",
+        launcher=get_pretrain_launcher,
         version=STAGE_VERSIONS["pretrain_mlm"],
     shell:
-        "python -m vqdna pretrain --name {wildcards.run} --settings {params.settings:q}"
+        "{params.launcher} -m vqdna pretrain --name {wildcards.run} --settings {params.settings:q}"
         " --tokenizer {params.tokenizer} --tokens {input.tokens} --output {params.folder}"
-        " --threads {threads} > {log} 2>&1"
+        " --state {params.state} --threads {threads} > {log} 2>&1"

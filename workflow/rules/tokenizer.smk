@@ -8,6 +8,8 @@ rule train_tokenizer:
         training="results/tokenizers/{tokenizer}/training.json",
     log:
         "logs/train_tokenizer/{tokenizer}.log",
+    wildcard_constraints:
+        tokenizer=_alternatives(trained_tokenizers()),
     conda:
         ENV
     threads: 8
@@ -32,6 +34,8 @@ rule evaluate_tokenizer:
         "results/tokenizers/{tokenizer}/metrics.json",
     log:
         "logs/evaluate_tokenizer/{tokenizer}.log",
+    wildcard_constraints:
+        tokenizer=_alternatives(trained_tokenizers()),
     conda:
         ENV
     threads: 4

@@ -1,0 +1,264 @@
+"""Stage-2 pretraining at scale: DDP over 2 CPU processes, gradient accumulation, kill-and-resume, MLM baselines.
+
+DESIGN: masks are keyed by (seed, step, global sample index), so a 2-rank run
+equals a 1-process run on the same global batch (dropout off); checkpoints in
+``results/pretrain_state/{run}/`` are complete only with their marker and
+resumed only when their fingerprint matches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pysam
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from helpers import TINY_ENCODER, tiny_tokenizer
+from safetensors.torch import load_file
+
+import vqdna.lm.checkpoints as checkpoints
+from vqdna.lm.pretrain import (
+    masked_baselines,
+    micro_batches,
+    most_frequent_codes,
+    nearest_unmasked,
+    pretrain,
+)
+from vqdna.tokens import Codes, tokenize_windows
+from vqdna.windows import WindowSettings, write_windows
+
+NO_DROPOUT = {**TINY_ENCODER, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+RUN = {"tokenizer": "tiny", "encoder": NO_DROPOUT, "steps": 6, "batch_size": 8, "warmup_steps": 1, "log_every": 1, "heldout_windows": 8}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> dict:
+    """A tiny tokenizer and the token file of a random 6 kb genome (windows of 24 nt, uneven last ones)."""
+    folder = tmp_path_factory.mktemp("corpus")
+    sequence = "".join(np.random.default_rng(5).choice(list("ACGT"), 6000))
+    (folder / "toy.fa").write_text(">chr1\n" + sequence[:3990] + "\n>chr2\n" + sequence[3990:] + "\n")
+    pysam.faidx(str(folder / "toy.fa"))
+    write_windows(folder / "toy.fa", folder / "windows.parquet", "toy", WindowSettings(length=24, step=24))
+    tiny_tokenizer(folder / "tokenizer", seed=0)
+    tokenize_windows(folder / "tokenizer", "tiny", folder / "windows.parquet", folder / "tokens.parquet", device="cpu")
+    return {"tokenizer": folder / "tokenizer", "tokens": folder / "tokens.parquet"}
+
+
+def _run(corpus: dict, output: Path, settings: dict | None = None, state: Path | None = None) -> dict:
+    torch.set_num_threads(1)
+    return pretrain("tiny_run", settings or RUN, corpus["tokenizer"], [corpus["tokens"]], output, state_dir=state, device="cpu")
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(folder / "model.safetensors")
+
+
+def _assert_weights_close(a: Path, b: Path, atol: float = 1e-6) -> None:
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        assert torch.allclose(wa[name], wb[name], atol=atol), f"{name} differs by {(wa[name] - wb[name]).abs().max()}"
+
+
+# -- shards, accumulation, DDP ----------------------------------------------------------------------
+
+
+def test_ranks_read_disjoint_contiguous_shards_that_cover_the_global_batch():
+    positions = []
+    for rank in range(2):
+        for part in micro_batches(16, rank, 2, accum=2):
+            positions.append(list(range(16))[part])
+    assert [len(p) for p in positions] == [4, 4, 4, 4]
+    assert sorted(sum(positions, [])) == list(range(16))
+
+
+def test_gradient_accumulation_equals_one_big_batch(corpus, tmp_path):
+    _run(corpus, tmp_path / "one", RUN)
+    _run(corpus, tmp_path / "accum", {**RUN, "grad_accum_steps": 4})
+    _assert_weights_close(tmp_path / "one", tmp_path / "accum", atol=1e-5)
+
+
+def test_batch_size_must_split_over_processes_and_micro_batches(corpus, tmp_path):
+    from vqdna import VqdnaError
+
+    with pytest.raises(VqdnaError, match="not divisible"):
+        _run(corpus, tmp_path / "out", {**RUN, "grad_accum_steps": 3})
+    assert not (tmp_path / "out").exists()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_rank(rank: int, world: int, port: int, corpus: dict, output: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    try:
+        _run(corpus, Path(output))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def test_two_ddp_processes_equal_one_process_on_the_global_batch(corpus, tmp_path):
+    mp.spawn(_ddp_rank, args=(2, _free_port(), corpus, str(tmp_path / "ddp")), nprocs=2, join=True)
+    single = _run(corpus, tmp_path / "single")
+    _assert_weights_close(tmp_path / "single", tmp_path / "ddp", atol=1e-5)
+    ddp = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert ddp["processes"] == 2 and single["processes"] == 1
+    assert ddp["final_loss"] == pytest.approx(single["final_loss"], rel=1e-5)
+
+
+# -- checkpoints and resume -------------------------------------------------------------------------
+
+LONG = {**RUN, "encoder": TINY_ENCODER, "steps": 12, "checkpoint_every": 3}  # dropout on: the RNG must resume too
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(corpus, tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("uninterrupted") / "model"
+    _run(corpus, output, LONG)
+    return output
+
+
+def test_an_uninterrupted_run_with_checkpoints_equals_one_without_and_clears_its_state(corpus, uninterrupted, tmp_path):
+    result = _run(corpus, tmp_path / "model", LONG, state=tmp_path / "state")
+    assert result["resumed_from"] is None
+    assert not (tmp_path / "state").exists()
+    _assert_weights_close(uninterrupted, tmp_path / "model", atol=0)
+
+
+def test_a_crash_while_writing_a_checkpoint_resumes_from_the_previous_complete_one(corpus, uninterrupted, tmp_path, monkeypatch):
+    real_write = checkpoints._fsync_write
+    markers = []
+
+    def crash_on_second_marker(path: Path, text: str) -> None:
+        markers.append(path)
+        if len(markers) == 2:
+            raise KeyboardInterrupt("killed while writing checkpoint-6")
+        real_write(path, text)
+
+    monkeypatch.setattr(checkpoints, "_fsync_write", crash_on_second_marker)
+    with pytest.raises(KeyboardInterrupt):
+        _run(corpus, tmp_path / "model", LONG, state=tmp_path / "state")
+    assert (tmp_path / "state" / "checkpoint-6" / "model.safetensors").is_file()
+    assert not (tmp_path / "state" / "checkpoint-6" / checkpoints.MARKER).exists()
+    assert not (tmp_path / "model").exists()
+    monkeypatch.setattr(checkpoints, "_fsync_write", real_write)
+
+    result = _run(corpus, tmp_path / "model", LONG, state=tmp_path / "state")
+    assert result["resumed_from"].endswith("checkpoint-3")
+    assert [row["step"] for row in _curve_steps(tmp_path / "model")] == list(range(1, 13))
+    _assert_weights_close(uninterrupted, tmp_path / "model", atol=1e-6)
+    assert not (tmp_path / "state").exists()
+
+
+def _curve_steps(folder: Path) -> list[dict]:
+    import csv
+
+    with open(folder / "curves.csv") as handle:
+        return [{"step": int(row["step"])} for row in csv.DictReader(handle)]
+
+
+def test_a_checkpoint_of_another_configuration_is_not_resumed(corpus, tmp_path):
+    state = tmp_path / "state"
+    checkpoints.save_checkpoint(state, 3, "another-fingerprint", torch.nn.Linear(1, 1), {"step": 3})
+    assert (state / "checkpoint-3" / checkpoints.MARKER).is_file()
+    result = _run(corpus, tmp_path / "model", {**LONG, "mask_ratio": 0.15}, state=state)
+    assert result["resumed_from"] is None
+    assert result["run_config"]["mask_ratio"] == 0.15
+
+
+def test_the_fingerprint_follows_settings_tokenizer_and_corpus_bytes(corpus, tmp_path):
+    base = checkpoints.fingerprint({"mask_ratio": 0.25}, "abc", [corpus["tokens"]])
+    assert checkpoints.fingerprint({"mask_ratio": 0.25}, "abc", [corpus["tokens"]]) == base
+    assert checkpoints.fingerprint({"mask_ratio": 0.15}, "abc", [corpus["tokens"]]) != base
+    assert checkpoints.fingerprint({"mask_ratio": 0.25}, "abd", [corpus["tokens"]]) != base
+    changed = tmp_path / "tokens.parquet"
+    changed.write_bytes(corpus["tokens"].read_bytes() + b"\0")
+    assert checkpoints.fingerprint({"mask_ratio": 0.25}, "abc", [changed]) != base
+
+
+def _cli_pretrain(corpus: dict, output: Path, state: Path, settings: dict) -> subprocess.Popen:
+    command = [
+        sys.executable, "-m", "vqdna", "pretrain", "--name", "tiny_run", "--settings", json.dumps(settings),
+        "--tokenizer", str(corpus["tokenizer"]), "--tokens", str(corpus["tokens"]), "--output", str(output),
+        "--state", str(state), "--threads", "1", "--device", "cpu",
+    ]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_checkpoint(process: subprocess.Popen, state: Path, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if any(state.glob(f"checkpoint-*/{checkpoints.MARKER}")):
+            return
+        if process.poll() is not None:
+            pytest.fail(f"pretraining ended before its first checkpoint: {process.stderr.read()[-2000:]}")
+        time.sleep(0.01)
+    process.kill()
+    pytest.fail("no checkpoint appeared")
+
+
+MANY = {**LONG, "steps": 400, "checkpoint_every": 5}  # long enough to be killed mid-way
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_many(corpus, tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("uninterrupted_many") / "model"
+    _run(corpus, output, MANY)
+    return output
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+def test_a_killed_run_continues_on_rerun_and_ends_as_an_uninterrupted_one(corpus, uninterrupted_many, tmp_path, how):
+    state, output = tmp_path / "state", tmp_path / "model"
+    process = _cli_pretrain(corpus, output, state, MANY)
+    _wait_for_checkpoint(process, state)
+    process.send_signal(how)
+    _, stderr = process.communicate(timeout=120)
+    assert not output.exists(), "the run finished before it was killed: raise MANY's steps"
+    if how == signal.SIGTERM:  # SLURM's preemption: a checkpoint at the end of the step, then a one-line error
+        assert process.returncode == 1
+        assert "stopped by SIGTERM" in stderr.strip().splitlines()[-1]
+    else:
+        assert process.returncode == -signal.SIGKILL
+
+    result = _run(corpus, output, MANY, state=state)
+    assert result["resumed_from"] is not None
+    assert [row["step"] for row in _curve_steps(output)] == list(range(1, MANY["steps"] + 1))
+    _assert_weights_close(uninterrupted_many, output, atol=1e-6)
+    assert not state.exists()
+
+
+# -- masked-code baselines --------------------------------------------------------------------------
+
+
+def test_nearest_unmasked_position_by_hand():
+    masked = np.array([[True, False, True, True, False, True], [False, True, True, True, True, False]])
+    lengths = np.array([6, 5])  # row 2: position 5 is padding
+    nearest = nearest_unmasked(masked, lengths)
+    assert nearest[0].tolist() == [1, 1, 1, 4, 4, 4]
+    assert nearest[1].tolist()[:5] == [0, 0, 0, 0, 0]  # position 5 is padding, not a neighbour
+
+
+def test_masked_baselines_by_hand():
+    values = np.array([[3, 3, 3, 3, 3, 3, 3, 3], [4, 5, 6, 7, 8, 9, 10, 11]], dtype=np.uint16)[..., None]
+    codes = Codes(values, np.array([8, 8]))
+    frequent = most_frequent_codes(codes)
+    assert frequent.tolist() == [3]
+    result = masked_baselines(codes, frequent, seed=0, ratio=0.25)
+    # 2 masked positions per row: row 1 (all 3s) is right for both, row 2 (all distinct, no 3) for neither.
+    assert result["most_frequent"] == [0.5]
+    assert result["copy_neighbour"] == [0.5]

@@ -1,0 +1,423 @@
+"""Inference for users: embeddings and predictions for their own sequences, from any saved tokenizer + model.
+
+Input is a FASTA (plain or gzip; one sequence per record, its id the first word
+of the header) or a CSV (plain or gzip) with a ``sequence`` column; an ``id``
+column names the rows (without one a row's id is its 0-based row number, as
+``index`` in a fine-tuning run's predictions.parquet) and a ``label`` column is
+carried into the predictions. Sequences follow the sequence policy (uppercase,
+IUPAC ambiguity letters to N; any other character is an error).
+
+A model is a pretrained encoder folder (``results/pretrain/{run}/``) or a
+fine-tuned run folder (``results/finetune/{run}/{dataset}/seed{seed}/`` with
+``adapter/``). A run's base model is the folder its adapter recorded; the
+workflow records it relative to its working directory, so it is looked up as
+given, then under every folder above the run (``--pretrained`` overrides). Where
+the run's metrics.json holds the base weights' fingerprint, the base model found
+must match it: a moved or retrained folder is an error, not silently other weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import torch
+from peft import PeftModel
+from safetensors import safe_open
+
+from vqdna import VqdnaError
+from vqdna.finetune.train import _pad_batch, predict_logits, weights_fingerprint
+from vqdna.genome import (
+    _not_fasta_reason,
+    base_ids,
+    normalise_sequence,
+    open_maybe_gzip,
+)
+from vqdna.io import atomic_path, parquet_writer, with_metadata
+from vqdna.lm.configuration import VqdnaConfig
+from vqdna.lm.modeling import VqdnaForSequenceClassification, VqdnaModel
+from vqdna.tokenizer.api import VQTokenizer, best_device, load_tokenizer
+from vqdna.tokenizer.baselines import BaselineTokenizer
+
+log = logging.getLogger(__name__)
+
+FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fas")
+CSV_SUFFIXES = (".csv",)
+ADAPTER = "adapter"
+# The classifier's last Linear (VqdnaForSequenceClassification.classifier[3]), as peft saves it: its rows are the labels.
+HEAD_OUTPUT_WEIGHT = "base_model.model.classifier.3.weight"
+
+Tokenizer = VQTokenizer | BaselineTokenizer
+
+
+# -- input ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sequences:
+    """A user's sequences, in input order: ids, policy-normalised sequences, and labels when the input had them."""
+
+    ids: list[str]
+    sequences: list[str]
+    labels: pa.Array | None = None
+
+
+def _input_kind(path: Path) -> str:
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith(FASTA_SUFFIXES):
+        return "fasta"
+    if name.endswith(CSV_SUFFIXES):
+        return "csv"
+    raise VqdnaError(f"{path}: unsupported input type; give a FASTA ({' '.join(FASTA_SUFFIXES)}) or a CSV (.csv), optionally .gz")
+
+
+def _policy_sequence(sequence: str, where: str) -> str:
+    """The sequence policy, with the place named when a character is not a base."""
+    if not sequence:
+        raise VqdnaError(f"{where}: empty sequence")
+    try:
+        base_ids(sequence)
+    except VqdnaError as err:
+        raise VqdnaError(f"{where}: {err}") from None
+    return normalise_sequence(sequence)
+
+
+def _read_fasta(path: Path) -> Sequences:
+    records: dict[str, list[bytes]] = {}
+    first_line: dict[str, int] = {}
+    current: list[bytes] | None = None
+    try:
+        with open_maybe_gzip(path) as handle:
+            for line_no, raw in enumerate(handle, start=1):
+                line = raw.rstrip()
+                if line.startswith(b">"):
+                    words = line[1:].split()
+                    if not words:
+                        raise VqdnaError(f"{path} line {line_no}: FASTA header without a name")
+                    name = words[0].decode(errors="replace")
+                    if name in records:
+                        raise VqdnaError(f"{path} line {line_no}: duplicate record name {name!r} (first seen on line {first_line[name]})")
+                    first_line[name], current = line_no, []
+                    records[name] = current
+                elif current is not None:
+                    current.append(line)
+                elif line.strip():
+                    raise VqdnaError(f"{path}: not a FASTA file: {_not_fasta_reason(line)}")
+    except (OSError, EOFError) as err:  # truncated or corrupt gzip
+        raise VqdnaError(f"{path}: cannot be read as plain or gzip text ({err})") from None
+    if not records:
+        raise VqdnaError(f"{path}: empty file, no FASTA record found")
+    sequences = [
+        _policy_sequence(b"".join(lines).decode("ascii", "replace"), f"{path} record {name!r} (line {first_line[name]})")
+        for name, lines in records.items()
+    ]
+    return Sequences(list(records), sequences)
+
+
+def _read_csv(path: Path) -> Sequences:
+    """pyarrow's reader: gzip by suffix, quoting, and the label's type inferred (int, float or text)."""
+    text_columns = pacsv.ConvertOptions(column_types={"sequence": pa.string(), "id": pa.string()})
+    try:
+        table = pacsv.read_csv(path, convert_options=text_columns)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise VqdnaError(f"{path}: not a readable CSV ({str(err).splitlines()[0]})") from None
+    if "sequence" not in table.column_names:
+        raise VqdnaError(f"{path}: no 'sequence' column (columns: {', '.join(table.column_names) or 'none'})")
+    if table.num_rows == 0:
+        raise VqdnaError(f"{path}: no rows")
+    sequences = [_policy_sequence(s, f"{path} data row {row + 1}") for row, s in enumerate(table.column("sequence").to_pylist())]
+    ids = table.column("id").to_pylist() if "id" in table.column_names else [str(i) for i in range(table.num_rows)]
+    labels = table.column("label").combine_chunks() if "label" in table.column_names else None
+    return Sequences(ids, sequences, labels)
+
+
+def read_sequences(path: str | Path) -> Sequences:
+    """A FASTA or CSV of the user's, checked whole before any model is loaded."""
+    path = Path(path)
+    kind = _input_kind(path)
+    if not path.is_file():
+        raise VqdnaError(f"{path}: no such file")
+    sequences = _read_fasta(path) if kind == "fasta" else _read_csv(path)
+    seen: set[str] = set()
+    for name in sequences.ids:
+        if name in seen:
+            raise VqdnaError(f"{path}: duplicate id {name!r}; ids must be unique so outputs join back to the input")
+        seen.add(name)
+    return sequences
+
+
+# -- models --------------------------------------------------------------------------------------------
+
+
+def is_finetuned_run(model_dir: Path) -> bool:
+    return (model_dir / ADAPTER / "adapter_config.json").is_file()
+
+
+def _run_metrics(run_dir: Path) -> dict:
+    path = run_dir / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def base_model_dir(run_dir: Path, pretrained_dir: str | Path | None = None) -> Path:
+    """The pretrained folder a fine-tuned run was made from: ``pretrained_dir``, else the adapter's recorded path.
+
+    A relative recorded path is tried from the current folder, then from every
+    folder above the run (the workflow records paths relative to its working
+    directory, which is an ancestor of ``results/finetune/...``).
+    """
+    if pretrained_dir is not None:
+        if not (Path(pretrained_dir) / "config.json").is_file():
+            raise VqdnaError(f"--pretrained {pretrained_dir}: not a pretrained model folder (config.json missing)")
+        return Path(pretrained_dir)
+    recorded = Path(json.loads((run_dir / ADAPTER / "adapter_config.json").read_text())["base_model_name_or_path"])
+    candidates = [recorded] if recorded.is_absolute() else [recorded, *(folder / recorded for folder in run_dir.resolve().parents)]
+    for candidate in candidates:
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise VqdnaError(
+        f"{run_dir}: its base model {recorded} is not found (as given, or under any folder above the run); "
+        "pass --pretrained with the pretrained folder it was fine-tuned from"
+    )
+
+
+@contextlib.contextmanager
+def _without_load_report() -> Iterator[None]:
+    """Silence transformers' warnings while loading: the MLM heads it reports unused and the head it reports
+    newly initialised are expected here (an adapter brings the head), and only confuse a user asking for outputs."""
+    logger = logging.getLogger("transformers")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _num_labels(run_dir: Path) -> int:
+    """The head's output size, read from the saved adapter (metrics.json does not record it)."""
+    with safe_open(run_dir / ADAPTER / "adapter_model.safetensors", "pt") as saved:
+        if HEAD_OUTPUT_WEIGHT not in saved.keys():  # noqa: SIM118 (safe_open has no __contains__)
+            raise VqdnaError(f"{run_dir / ADAPTER}: no classifier head saved ({HEAD_OUTPUT_WEIGHT}); not a vqdna fine-tuned run")
+        return saved.get_slice(HEAD_OUTPUT_WEIGHT).get_shape()[0]
+
+
+def load_finetuned(run_dir: Path, pretrained_dir: str | Path | None = None) -> tuple[PeftModel, Path]:
+    """The run's base model + LoRA adapter + head, ready for inference; also the base folder used."""
+    base_dir = base_model_dir(run_dir, pretrained_dir)
+    num_labels = _num_labels(run_dir)
+    with _without_load_report():
+        base = VqdnaForSequenceClassification.from_pretrained(
+            base_dir, num_labels=num_labels, problem_type="regression" if num_labels == 1 else "single_label_classification"
+        )
+    expected = _run_metrics(run_dir).get("base_weights_sha256")
+    if expected and weights_fingerprint(dict(base.named_parameters())) != expected:
+        raise VqdnaError(
+            f"{base_dir} is not the model {run_dir} was fine-tuned from (base weights sha256 differs from its metrics.json); "
+            "pass --pretrained with the folder it was fine-tuned from"
+        )
+    return PeftModel.from_pretrained(base, run_dir / ADAPTER).eval(), base_dir
+
+
+def load_encoder(model_dir: Path, pretrained_dir: str | Path | None = None) -> tuple[torch.nn.Module, VqdnaConfig, Path]:
+    """The encoder of a pretrained folder, or a fine-tuned run's LoRA-adapted encoder; its config; its base folder."""
+    if is_finetuned_run(model_dir):
+        model, base_dir = load_finetuned(model_dir, pretrained_dir)
+        return model.get_base_model().vqdna, model.config, base_dir
+    if not (model_dir / "config.json").is_file():
+        raise VqdnaError(f"{model_dir}: not a pretrained model folder (config.json) or a fine-tuned run ({ADAPTER}/)")
+    with _without_load_report():
+        encoder = VqdnaModel.from_pretrained(model_dir).eval()
+    return encoder, encoder.config, model_dir
+
+
+def _matching_tokenizer(config: VqdnaConfig, tokenizer_dir: str | Path, model_dir: Path, device: torch.device) -> Tokenizer:
+    tokenizer = load_tokenizer(tokenizer_dir, device=device)
+    if config.tokenizer_hash != tokenizer.hash:
+        raise VqdnaError(
+            f"{model_dir} was pretrained on tokenizer {config.tokenizer_hash} but {tokenizer_dir} is {tokenizer.hash}; "
+            "give the tokenizer folder the model was pretrained with"
+        )
+    return tokenizer
+
+
+def _encode(tokenizer: Tokenizer, ids: list[str], sequences: list[str]) -> list[np.ndarray]:
+    codes = tokenizer.encode(sequences)
+    empty = [name for name, c in zip(ids, codes) if c.shape[1] == 0]
+    if empty:
+        raise VqdnaError(f"sequence {empty[0]!r} gives no tokens (shorter than one token of this tokenizer)")
+    return codes
+
+
+# -- computing -----------------------------------------------------------------------------------------
+
+
+def _by_length(codes: list[np.ndarray]) -> np.ndarray:
+    """Row order shortest first: batches of similar lengths waste little on padding."""
+    return np.argsort([c.shape[1] for c in codes], kind="stable")
+
+
+@torch.no_grad()
+def _hidden_sums(encoder: torch.nn.Module, pieces: list[np.ndarray], batch_size: int, device: torch.device) -> np.ndarray:
+    """Per piece the sum of the encoder's last hidden states over its tokens, (P, H) float64."""
+    sums = np.zeros((len(pieces), encoder.config.hidden_size))
+    order = _by_length(pieces)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        input_ids, attention = _pad_batch([pieces[i] for i in rows], device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            hidden = encoder(input_ids=input_ids, attention_mask=attention).last_hidden_state  # (B, L, H)
+        sums[rows] = (hidden.float() * attention[..., None]).sum(1).double().cpu().numpy()
+    return sums
+
+
+def mean_pooled(encoder: torch.nn.Module, codes: list[np.ndarray], batch_size: int, device: torch.device, chunk_length: int | None = None) -> np.ndarray:
+    """Per sequence the mean of the last hidden states over all its tokens, (N, H) float32.
+
+    With ``chunk_length`` a sequence is encoded in pieces of at most that many
+    tokens (attention memory grows with the square of the length) and the mean
+    is over all tokens of all its pieces; without it, in one piece.
+    """
+    step = chunk_length or max(c.shape[1] for c in codes)
+    pieces, owners = [], []
+    for row, c in enumerate(codes):
+        for start in range(0, c.shape[1], step):
+            pieces.append(c[:, start : start + step])
+            owners.append(row)
+    totals = np.zeros((len(codes), encoder.config.hidden_size))
+    np.add.at(totals, np.array(owners), _hidden_sums(encoder, pieces, batch_size, device))
+    return (totals / np.array([c.shape[1] for c in codes])[:, None]).astype(np.float32)
+
+
+def _logits_in_input_order(model: torch.nn.Module, codes: list[np.ndarray], batch_size: int, device: torch.device) -> np.ndarray:
+    order = _by_length(codes)
+    logits = np.empty((len(codes), model.config.num_labels), dtype=np.float32)
+    logits[order] = predict_logits(model, [codes[i] for i in order], batch_size, device)
+    return logits
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(1, keepdims=True))
+    return shifted / shifted.sum(1, keepdims=True)
+
+
+def _prediction_columns(logits: np.ndarray, regression: bool) -> dict[str, pa.Array]:
+    """Regression: the value. Classification: the class index (as fine-tuning scored it) and each class's probability."""
+    if regression:
+        return {"prediction": pa.array(logits[:, 0])}
+    columns = {"prediction": pa.array(logits.argmax(1).astype(np.int64))}
+    for k, probability in enumerate(_softmax(logits).T):
+        columns[f"probability_{k}"] = pa.array(probability)
+    return columns
+
+
+# -- output --------------------------------------------------------------------------------------------
+
+
+def _check_output_type(path: Path, allowed: tuple[str, ...]) -> None:
+    """Before any work: a wrong suffix found after minutes of inference is a wasted run."""
+    if path.suffix.lower().lstrip(".") not in allowed:
+        raise VqdnaError(f"{path}: unsupported output type; name it .{' or .'.join(allowed)}")
+
+
+def _write_table(path: Path, table: pa.Table, **provenance: str) -> None:
+    """Parquet with ``vqdna.*`` provenance, or CSV (which has nowhere to keep it); atomic either way."""
+    if path.suffix.lower() == ".csv":
+        with atomic_path(path) as tmp:
+            pacsv.write_csv(table, tmp)
+        return
+    schema = with_metadata(table.schema, **{k: v for k, v in provenance.items() if v is not None})
+    with parquet_writer(path, schema) as writer:
+        writer.write_table(table.replace_schema_metadata(schema.metadata))
+
+
+def _torch_device(threads: int | None, device: str | None) -> torch.device:
+    if threads:
+        torch.set_num_threads(threads)
+    return torch.device(device) if device else best_device()
+
+
+def embed(
+    tokenizer_dir: str | Path,
+    model_dir: str | Path,
+    input_path: str | Path,
+    output_path: str | Path,
+    *,
+    batch_size: int = 64,
+    chunk_length: int | None = None,
+    pretrained_dir: str | Path | None = None,
+    threads: int | None = None,
+    device: str | None = None,
+) -> int:
+    """Write ``id``, ``length`` (nt) and mean-pooled ``embedding`` per input sequence to Parquet; returns the row count."""
+    model_dir, output_path = Path(model_dir), Path(output_path)
+    _check_output_type(output_path, ("parquet",))
+    sequences = read_sequences(input_path)
+    device = _torch_device(threads, device)
+    encoder, config, base_dir = load_encoder(model_dir, pretrained_dir)
+    tokenizer = _matching_tokenizer(config, tokenizer_dir, model_dir, device)
+    embeddings = mean_pooled(encoder.to(device), _encode(tokenizer, sequences.ids, sequences.sequences), batch_size, device, chunk_length)
+    table = pa.table(
+        {
+            "id": pa.array(sequences.ids, pa.string()),
+            "length": pa.array([len(s) for s in sequences.sequences], pa.int64()),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(embeddings.ravel(), pa.float32()), embeddings.shape[1]),
+        }
+    )
+    _write_table(
+        output_path, table, tokenizer=config.tokenizer_name, tokenizer_hash=tokenizer.hash, model=str(model_dir),
+        pretrained=str(base_dir), input=str(input_path), pooling="mean over tokens of the last hidden state",
+    )
+    log.info("%s: %d embeddings of dimension %d", output_path, len(embeddings), embeddings.shape[1])
+    return len(embeddings)
+
+
+def predict(
+    tokenizer_dir: str | Path,
+    model_dir: str | Path,
+    input_path: str | Path,
+    output_path: str | Path,
+    *,
+    max_length: int | None = None,
+    batch_size: int = 64,
+    pretrained_dir: str | Path | None = None,
+    threads: int | None = None,
+    device: str | None = None,
+) -> int:
+    """Write a fine-tuned run's predictions per input sequence to CSV or Parquet; returns the row count.
+
+    Columns: ``id``, ``label`` (when the input has one), ``prediction`` (class
+    index, or the regressed value) and, for classification, ``probability_{k}``
+    per class. Sequences are cut to ``max_length`` nt as fine-tuning cut them;
+    the default is the run's recorded ``max_length`` (metrics.json), else none.
+    """
+    model_dir, output_path = Path(model_dir), Path(output_path)
+    _check_output_type(output_path, ("csv", "parquet"))
+    if not is_finetuned_run(model_dir):
+        raise VqdnaError(f"{model_dir}: not a fine-tuned run ({ADAPTER}/adapter_config.json missing); predict needs one, embed takes a pretrained folder")
+    sequences = read_sequences(input_path)
+    device = _torch_device(threads, device)
+    model, base_dir = load_finetuned(model_dir, pretrained_dir)
+    tokenizer = _matching_tokenizer(model.config, tokenizer_dir, model_dir, device)
+    run = _run_metrics(model_dir)
+    max_length = max_length or run.get("max_length")
+    cut = [s[:max_length] for s in sequences.sequences] if max_length else sequences.sequences
+    logits = _logits_in_input_order(model.to(device), _encode(tokenizer, sequences.ids, cut), batch_size, device)
+
+    columns = {"id": pa.array(sequences.ids, pa.string())}
+    if sequences.labels is not None:
+        columns["label"] = sequences.labels
+    columns |= _prediction_columns(logits, model.get_base_model().is_regression)
+    _write_table(
+        output_path, pa.table(columns), tokenizer=model.config.tokenizer_name, tokenizer_hash=tokenizer.hash,
+        model=str(model_dir), pretrained=str(base_dir), dataset=run.get("dataset"), input=str(input_path),
+        max_length=str(max_length) if max_length else None,
+    )
+    log.info("%s: %d predictions", output_path, len(logits))
+    return len(logits)
