@@ -52,21 +52,13 @@ import sys
 import time
 from pathlib import Path
 
+from machine import cpu_name
+
 REPO = Path(__file__).resolve().parents[1]
 SIZES = {  # device -> hidden, layers, heads, intermediate
     "cpu": {"hidden": 256, "layers": 4, "heads": 4, "intermediate": 1024},
     "cuda": {"hidden": 768, "layers": 12, "heads": 12, "intermediate": 3072},
 }
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _meminfo_gb(key: str) -> float | None:
@@ -269,7 +261,7 @@ def main() -> None:
         "torch_threads": args.threads or torch.get_num_threads(),
         "torch": torch.__version__,
         "device": args.device,
-        "device_name": torch.cuda.get_device_name() if args.device == "cuda" else _cpu_name(),
+        "device_name": torch.cuda.get_device_name() if args.device == "cuda" else cpu_name(),
         "memory_total_gb": round(_meminfo_gb("MemTotal") or 0, 1),
         "memory_available_gb_at_start": round(available or 0, 1),
         "load_average_1_5_15_at_start": [round(x, 2) for x in os.getloadavg()],

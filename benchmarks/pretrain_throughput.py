@@ -46,11 +46,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
+
+from machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 FLOPS_FORMULA = "6*N_matmul + 12*layers*hidden*seq_len  (per token, training step: forward + backward)"
@@ -65,38 +65,6 @@ SIZES = {  # device -> hidden, layers, heads, intermediate, batch, steps, warmup
     "cpu": {"hidden": 256, "layers": 4, "heads": 4, "intermediate": 1024, "batch": 8, "steps": 12, "warmup": 2},
     "cuda": {"hidden": 768, "layers": 12, "heads": 12, "intermediate": 3072, "batch": 64, "steps": 30, "warmup": 10},
 }
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def machine_info(device: str, threads: int) -> dict:
-    import torch
-    import transformers
-
-    info = {
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "cpu_count": os.cpu_count(),
-        "torch_threads": threads,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "device": device,
-        "cpu_name": _cpu_name(),
-        "load_average_1_5_15_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
-    if device == "cuda":
-        info.update(device_name=torch.cuda.get_device_name(), cuda=torch.version.cuda)
-    else:
-        info["device_name"] = info["cpu_name"]
-    return info
 
 
 def matmul_params(model) -> int:

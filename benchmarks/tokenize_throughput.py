@@ -26,13 +26,13 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from functools import partial
 from pathlib import Path
+
+from machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("VQDNA_TEST_DATA", REPO.parent / "shared" / "data"))
@@ -56,41 +56,6 @@ def encoder_flops_per_nt(config) -> dict:
         "total": stem + config.depth * per_block + to_code + search,
         "note": "the nearest-code search (eq. 1) always runs in fp32, even under bf16 autocast",
     }
-
-
-def machine_info(device: str, threads: int) -> dict:
-    import torch
-
-    info = {
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "cpu_count": os.cpu_count(),
-        "torch_threads": threads,
-        "torch": torch.__version__,
-        "device": device,
-        "cpu_name": _cpu_name(),
-        "load_average_1_5_15_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
-    if device == "cuda":
-        info.update(
-            device_name=torch.cuda.get_device_name(),
-            cuda=torch.version.cuda,
-            matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32,
-            cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
-        )
-    else:
-        info["device_name"] = info["cpu_name"]
-    return info
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def cut_windows(fasta: Path, work: Path):
