@@ -72,3 +72,21 @@ def expected_windows(sequences: dict[str, str], settings: WindowSettings) -> lis
             if Fraction(n_count, settings.length) <= max_n:
                 expected.append((contig, start, inside[0]))
     return expected
+
+
+def write_ggg_gue_folder(folder: Path, rows_per_split: int = 40) -> None:
+    """GUE-format CSVs: 20-nt sequences, label 1 exactly when the sequence contains GGG."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(21)
+    for split in ("train", "dev", "test"):
+        lines = ["sequence,label"]
+        for i in range(rows_per_split):
+            while True:
+                sequence = "".join(rng.choice(list("ACGT"), 20))
+                if i % 2:
+                    start = int(rng.integers(0, 18))
+                    sequence = sequence[:start] + "GGG" + sequence[start + 3 :]
+                if ("GGG" in sequence) == bool(i % 2):
+                    break
+            lines.append(f"{sequence},{i % 2}")
+        (folder / f"{split}.csv").write_text("\n".join(lines) + "\n")

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pysam
 import pytest
 import torch
-from helpers import TINY_RUN
+from helpers import TINY_RUN, write_ggg_gue_folder
 
 from vqdna import VqdnaError
 from vqdna.finetune.datasets import DatasetSpec, prepare_dataset
@@ -389,28 +389,10 @@ def test_unknown_baseline_setting_raises_naming_it(genome, settings, unknown, tm
 # -- stages 2 and 3 on a baseline --------------------------------------------------------------------------
 
 
-def _write_gue_folder(folder: Path, rows_per_split: int = 32) -> None:
-    """GUE-format CSVs: 20-nt sequences, label 1 exactly when the sequence contains GGG."""
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(21)
-    for split in ("train", "dev", "test"):
-        lines = ["sequence,label"]
-        for i in range(rows_per_split):
-            while True:
-                sequence = _random_sequence(rng, 20)
-                if i % 2:
-                    start = int(rng.integers(0, 18))
-                    sequence = sequence[:start] + "GGG" + sequence[start + 3 :]
-                if ("GGG" in sequence) == bool(i % 2):
-                    break
-            lines.append(f"{sequence},{i % 2}")
-        (folder / f"{split}.csv").write_text("\n".join(lines) + "\n")
-
-
 @pytest.fixture(scope="module")
 def gue_dataset(tmp_path_factory) -> tuple[DatasetSpec, Path]:
     folder = tmp_path_factory.mktemp("baseline_gue")
-    _write_gue_folder(folder / "gue")
+    write_ggg_gue_folder(folder / "gue", rows_per_split=32)
     spec = DatasetSpec(
         dataset="ggg", group="EMP", task="classification", num_labels=2, metric="mcc", max_length=20,
         epochs=1, batch_size=8, learning_rate=1e-3, warmup_steps=1, source=str(folder / "gue"),

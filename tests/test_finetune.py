@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from helpers import TINY_ENCODER, tiny_pretrained
+from helpers import TINY_ENCODER, tiny_pretrained, write_ggg_gue_folder
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
 from scipy.stats import spearmanr
@@ -119,29 +119,11 @@ def _spec(source: Path) -> DatasetSpec:
     )
 
 
-def _write_gue_folder(folder: Path, rows_per_split: int = 40) -> None:
-    """GUE-format CSVs: 20-nt sequences, label 1 exactly when the sequence contains GGG."""
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(21)
-    for split in ("train", "dev", "test"):
-        lines = ["sequence,label"]
-        for i in range(rows_per_split):
-            while True:
-                sequence = "".join(rng.choice(list("ACGT"), 20))
-                if i % 2:
-                    start = int(rng.integers(0, 18))
-                    sequence = sequence[:start] + "GGG" + sequence[start + 3 :]
-                if ("GGG" in sequence) == bool(i % 2):
-                    break
-            lines.append(f"{sequence},{i % 2}")
-        (folder / f"{split}.csv").write_text("\n".join(lines) + "\n")
-
-
 @pytest.fixture(scope="module")
 def stage3(tmp_path_factory):
     folder = tmp_path_factory.mktemp("stage3")
     tiny_pretrained(folder, seed=22, length=2400)
-    _write_gue_folder(folder / "gue")
+    write_ggg_gue_folder(folder / "gue")
     spec = _spec(folder / "gue")
     prepare_dataset(spec, folder / "dataset")
     result = finetune(spec, {}, 0, folder / "pretrained", folder / "tokenizer", folder / "dataset", folder / "finetuned", device="cpu")
