@@ -27,14 +27,17 @@ from helpers import TINY_ENCODER, tiny_tokenizer
 from safetensors.torch import load_file
 
 import vqdna.lm.checkpoints as checkpoints
+import vqdna.lm.pretrain as pretrain_module
 from vqdna.lm.pretrain import (
+    _mapped_corpus,
     masked_baselines,
     micro_batches,
     most_frequent_codes,
     nearest_unmasked,
     pretrain,
 )
-from vqdna.tokens import Codes, tokenize_windows
+from vqdna.tokenizer.api import tokenizer_hash
+from vqdna.tokens import Codes, read_codes, tokenize_windows
 from vqdna.windows import WindowSettings, write_windows
 
 NO_DROPOUT = {**TINY_ENCODER, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
@@ -120,6 +123,22 @@ def test_two_ddp_processes_equal_one_process_on_the_global_batch(corpus, tmp_pat
     assert ddp["final_loss"] == pytest.approx(single["final_loss"], rel=1e-5)
 
 
+def test_the_cli_with_two_processes_restarts_itself_under_torchrun(corpus, tmp_path):
+    """The workflow's pretraining command: `--processes N` (the rule's gpu resource), not a launcher in params."""
+    command = [
+        sys.executable, "-m", "vqdna", "pretrain", "--name", "tiny_run", "--settings", json.dumps(RUN),
+        "--tokenizer", str(corpus["tokenizer"]), "--tokens", str(corpus["tokens"]), "--output", str(tmp_path / "ddp"),
+        "--state", str(tmp_path / "state"), "--processes", "2", "--threads", "1", "--device", "cpu",
+    ]
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "RANK", "WORLD_SIZE")}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["processes"] == 2
+    _run(corpus, tmp_path / "single")
+    _assert_weights_close(tmp_path / "single", tmp_path / "ddp", atol=1e-5)
+    assert not (tmp_path / "state").exists()
+
+
 # -- checkpoints and resume -------------------------------------------------------------------------
 
 LONG = {**RUN, "encoder": TINY_ENCODER, "steps": 12, "checkpoint_every": 3}  # dropout on: the RNG must resume too
@@ -155,13 +174,33 @@ def test_a_crash_while_writing_a_checkpoint_resumes_from_the_previous_complete_o
     assert (tmp_path / "state" / "checkpoint-6" / "model.safetensors").is_file()
     assert not (tmp_path / "state" / "checkpoint-6" / checkpoints.MARKER).exists()
     assert not (tmp_path / "model").exists()
+    assert len(list((tmp_path / "state").glob("corpus-*/train/layout.json"))) == 1
     monkeypatch.setattr(checkpoints, "_fsync_write", real_write)
+    monkeypatch.setattr(pretrain_module, "build_corpus", _must_not_rebuild)  # a resumed run maps the corpus it built
 
     result = _run(corpus, tmp_path / "model", LONG, state=tmp_path / "state")
     assert result["resumed_from"].endswith("checkpoint-3")
     assert [row["step"] for row in _curve_steps(tmp_path / "model")] == list(range(1, 13))
     _assert_weights_close(uninterrupted, tmp_path / "model", atol=1e-6)
     assert not (tmp_path / "state").exists()
+
+
+def _must_not_rebuild(*args, **kwargs):
+    raise AssertionError("the corpus was built again")
+
+
+def test_the_corpus_is_built_once_per_fingerprint_and_stale_ones_are_removed(corpus, tmp_path, monkeypatch):
+    state = tmp_path / "state"
+    (state / "corpus-0ld").mkdir(parents=True)
+    (state / ".corpus-0ld.tmp-killed").mkdir()  # a build killed before its rename
+    digest = tokenizer_hash(corpus["tokenizer"])
+    with _mapped_corpus([corpus["tokens"]], digest, state / "corpus-new", rank=0) as (train, test):
+        assert np.array_equal(train.take(np.arange(len(train))).values, read_codes(corpus["tokens"], digest, "train").values)
+        assert len(test) == len(read_codes(corpus["tokens"], digest, "test"))
+    assert sorted(p.name for p in state.iterdir()) == ["corpus-new"]
+    monkeypatch.setattr(pretrain_module, "build_corpus", _must_not_rebuild)
+    with _mapped_corpus([corpus["tokens"]], digest, state / "corpus-new", rank=0) as (again, _):
+        assert np.array_equal(again.lengths, train.lengths)
 
 
 def _curve_steps(folder: Path) -> list[dict]:

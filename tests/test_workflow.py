@@ -217,6 +217,21 @@ def test_a_second_run_is_a_no_op(workflow_run):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
+def test_more_gpus_for_a_finished_pretraining_run_rerun_nothing(workflow_run):
+    """The process count is a resource, not a param: a finished run is not redone because a cluster has more GPUs."""
+    config = yaml.safe_load(workflow_run.path("config/config.yaml").read_text())
+    for run in config["runs"].values():
+        if "pretrained" not in run:
+            run["gpus"] = 2
+    more_gpus = workflow_run.path("config/more_gpus.yaml")
+    more_gpus.write_text(yaml.safe_dump(config, sort_keys=False))
+    command = [*snakemake_command(workflow_run.workdir, "--dry-run")]
+    command[command.index("--configfile") + 1] = str(more_gpus)
+    result = subprocess.run(command, cwd=workflow_run.workdir, env=snakemake_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
 def _in_repo(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["python", "-m", "snakemake", *args], cwd=REPO, env=snakemake_env(), capture_output=True, text=True)
 

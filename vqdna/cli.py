@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -87,6 +88,10 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
+    if args.processes > 1 and "LOCAL_RANK" not in os.environ:  # not started by torchrun yet: become torchrun
+        # exec, not a child: SLURM's SIGTERM then reaches torchrun, which passes it to every rank.
+        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.processes}"]
+        os.execv(sys.executable, [*launch, "-m", "vqdna", *args.argv])
     from vqdna.lm.pretrain import pretrain
 
     result = pretrain(
@@ -211,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--state", default=None,
         help="folder for resumable checkpoints (the workflow uses results/pretrain_state/RUN); a rerun resumes from it",
     )
+    p.add_argument(
+        "--processes", type=int, default=1,
+        help="data-parallel processes on this node (one per GPU); above 1 the command restarts itself under torchrun",
+    )
     compute_options(p)
 
     p = add("prepare-dataset", cmd_prepare_dataset, "Build a labelled dataset (GUE CSVs or genome classification) as Parquet splits.")
@@ -265,7 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.argv = argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         args.func(args)

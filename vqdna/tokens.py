@@ -118,6 +118,10 @@ class Codes:
             row += len(p)
         return cls(values, np.concatenate([p.lengths for p in parts]))
 
+    def padded(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), longest of them, levels) codes, 0 after each window's end."""
+        return self.values[rows, : int(self.lengths[rows].max()) if len(rows) else 0]
+
     def chunked(self, length: int) -> "Codes":
         """Cut every window into consecutive pieces of at most ``length`` tokens, so nothing is left unread."""
         if self.values.shape[1] <= length:

@@ -21,11 +21,14 @@ import contextlib
 import functools
 import logging
 import math
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -51,9 +54,10 @@ from vqdna.lm.checkpoints import (
     save_checkpoint,
 )
 from vqdna.lm.configuration import VqdnaConfig
+from vqdna.lm.corpus import LAYOUT, MappedCodes, build_corpus, open_corpus
 from vqdna.lm.modeling import VqdnaForMaskedLM
 from vqdna.tokenizer.api import best_device, load_tokenizer
-from vqdna.tokens import Codes, read_codes
+from vqdna.tokens import Codes
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +174,8 @@ def global_batch_indices(seed: int, step: int, batch_size: int, num_windows: int
 def _masked_batch(codes: Codes, rows: np.ndarray, sample_index: np.ndarray, seed: int, step: int, ratio: float, device: torch.device):
     """Inputs, mask, labels (-100 where unscored) and attention mask of the windows ``rows``."""
     lengths = codes.lengths[rows]
-    longest = int(lengths.max())
-    values = codes.values[rows, :longest]
+    values = codes.padded(rows)
+    longest = values.shape[1]
     mask = mask_positions(seed, step, sample_index, longest, ratio, lengths)
     input_ids = torch.as_tensor(values.astype(np.int64), device=device)  # (B, L, levels)
     masked = torch.as_tensor(mask, device=device)
@@ -197,10 +201,24 @@ def masked_accuracy(model: VqdnaForMaskedLM, codes: Codes, seed: int, ratio: flo
     return (correct / max(1, total)).tolist()
 
 
-def most_frequent_codes(codes: Codes) -> np.ndarray:
-    """Per level, the code seen most often among real (unpadded) tokens."""
-    real = np.arange(codes.values.shape[1])[None, :] < codes.lengths[:, None]
-    return np.array([np.bincount(codes.values[..., n][real].astype(np.int64)).argmax() for n in range(codes.values.shape[-1])])
+def most_frequent_codes(codes: Codes | MappedCodes, rows_per_read: int = 4096) -> np.ndarray:
+    """Per level, the code seen most often among real (unpadded) tokens; reads the corpus in slices."""
+    counts = None
+    for first in range(0, len(codes), rows_per_read):
+        rows = np.arange(first, min(first + rows_per_read, len(codes)))
+        values = codes.padded(rows)
+        real = np.arange(values.shape[1])[None, :] < codes.lengths[rows][:, None]
+        here = [np.bincount(values[..., n][real].astype(np.int64)) for n in range(values.shape[-1])]
+        counts = here if counts is None else [_add_counts(a, b) for a, b in zip(counts, here)]
+    return np.array([c.argmax() for c in counts])
+
+
+def _add_counts(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if len(a) < len(b):
+        a, b = b, a
+    a = a.copy()
+    a[: len(b)] += b
+    return a
 
 
 def nearest_unmasked(masked: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -237,13 +255,35 @@ def masked_baselines(codes: Codes, frequent: np.ndarray, seed: int, ratio: float
     }
 
 
-def _heldout_sample(parts: list[Codes], count: int, seed: int) -> Codes:
+def _heldout_sample(held: MappedCodes, count: int, seed: int) -> Codes:
     """A seeded sample of held-out windows spread over every genome (not the first genome's first windows)."""
-    held = Codes.concatenate(parts)
     if len(held) <= count:
-        return held
-    pick = np.sort(np.random.default_rng(seed).choice(len(held), count, replace=False))
-    return Codes(held.values[pick], held.lengths[pick])
+        return held.take(np.arange(len(held)))
+    return held.take(np.sort(np.random.default_rng(seed).choice(len(held), count, replace=False)))
+
+
+@contextlib.contextmanager
+def _mapped_corpus(token_files, tokenizer_hash: str, folder: Path | None, rank: int) -> Iterator[tuple[MappedCodes, MappedCodes]]:
+    """The train and test windows of ``token_files``, built once by rank 0 into ``folder`` and mapped by every rank.
+
+    ``folder`` None: a temporary folder, removed at the end (one node only:
+    ranks on other nodes could not see it; the workflow always passes a state folder).
+    """
+    with contextlib.ExitStack() as stack:
+        if folder is None:
+            made = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vqdna-corpus-"))) if rank == 0 else None
+            folder = broadcast_object(made)
+        elif rank == 0:  # in the state folder: another fingerprint's corpus, or a killed build, is stale
+            for stale in [*folder.parent.glob("corpus-*"), *folder.parent.glob(".corpus-*")]:
+                if stale.name != folder.name and stale.is_dir():
+                    shutil.rmtree(stale)
+        if rank == 0:
+            for split in ("train", "test"):
+                if not (folder / split / LAYOUT).is_file():
+                    build_corpus(token_files, tokenizer_hash, split, folder / split)
+        barrier()
+        yield open_corpus(folder / "train"), open_corpus(folder / "test")
+        barrier()  # no rank still reads the temporary folder when rank 0 removes it
 
 
 class StopRequested:
@@ -347,10 +387,20 @@ def pretrain(
         torch.set_num_threads(threads)
     device = torch.device(rank_device(device, rank, world) or best_device())
     tokenizer = load_tokenizer(tokenizer_dir, device="cpu")
-    train_codes = Codes.concatenate([read_codes(p, tokenizer.hash, "train") for p in token_files])
-    heldout = _heldout_sample([read_codes(p, tokenizer.hash, "test") for p in token_files], run.heldout_windows, run.seed)
+    run_fingerprint = None
+    if state_dir is not None:
+        run_fingerprint = broadcast_object(
+            fingerprint(run.fingerprint_settings(), tokenizer.hash, token_files) if rank == 0 else None
+        )
+    corpus_dir = Path(state_dir) / f"corpus-{run_fingerprint[:16]}" if state_dir is not None else None
+    with _mapped_corpus(token_files, tokenizer.hash, corpus_dir, rank) as (train_codes, test_codes):
+        return _pretrain(name, run, tokenizer, train_codes, test_codes, output_dir, state_dir, run_fingerprint, device, rank, world)
+
+
+def _pretrain(name, run, tokenizer, train_codes, test_codes, output_dir, state_dir, run_fingerprint, device, rank, world) -> dict:
     if len(train_codes) == 0:
-        raise VqdnaError(f"runs.{name}: no train-split windows in {', '.join(map(str, token_files))}")
+        raise VqdnaError(f"runs.{name}: no train-split windows in the token files")
+    heldout = _heldout_sample(test_codes, run.heldout_windows, run.seed)
     if run.max_length:  # every window cut into max_length pieces: all of the corpus is read
         train_codes, heldout = train_codes.chunked(run.max_length), heldout.chunked(run.max_length)
 
@@ -372,11 +422,7 @@ def pretrain(
     schedule = get_cosine_schedule_with_warmup(optimizer, run.warmup_steps, run.steps)
 
     start, curves, resumed_from = 0, [], None
-    run_fingerprint = None
     if state_dir is not None:
-        run_fingerprint = broadcast_object(
-            fingerprint(run.fingerprint_settings(), tokenizer.hash, token_files) if rank == 0 else None
-        )
         found = broadcast_object(latest_checkpoint(state_dir, run_fingerprint) if rank == 0 else None)
         if found is not None:
             state = load_checkpoint(found, model)
@@ -390,7 +436,7 @@ def pretrain(
     step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
     log.info(
         "run %s: %d train sequences of up to %d tokens, %.1fM trainable parameters, process %d of %d, %s",
-        name, len(train_codes), train_codes.values.shape[1], sum(p.numel() for p in trainable) / 1e6, rank, world, device,
+        name, len(train_codes), train_codes.longest, sum(p.numel() for p in trainable) / 1e6, rank, world, device,
     )
 
     started = time.time()

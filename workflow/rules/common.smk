@@ -312,12 +312,6 @@ def get_run_gpus(wildcards):
     return RUNS[wildcards.run].get("gpus", 1)
 
 
-def get_pretrain_launcher(wildcards):
-    """`python` for one process; torchrun on one node for several (multi-node: see slurm/profile.yaml)."""
-    gpus = get_run_gpus(wildcards)
-    return "python" if gpus == 1 else f"torchrun --standalone --nproc-per-node {gpus}"
-
-
 # ---- prepare_dataset ---------------------------------------------------------------------------
 
 

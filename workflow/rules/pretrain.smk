@@ -23,9 +23,8 @@ rule pretrain_mlm:
         # Resumable checkpoints: outside the declared outputs, which Snakemake deletes
         # before a rerun; cleared by the run itself once its model is saved.
         state="results/pretrain_state/{run}",
-        launcher=get_pretrain_launcher,
         version=STAGE_VERSIONS["pretrain_mlm"],
     shell:
-        "{params.launcher} -m vqdna pretrain --name {wildcards.run} --settings {params.settings:q}"
+        "python -m vqdna pretrain --name {wildcards.run} --settings {params.settings:q}"
         " --tokenizer {params.tokenizer} --tokens {input.tokens} --output {params.folder}"
-        " --state {params.state} --threads {threads} > {log} 2>&1"
+        " --state {params.state} --processes {resources.gpu} --threads {threads} > {log} 2>&1"
