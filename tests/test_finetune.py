@@ -202,3 +202,11 @@ def test_finetune_is_reproducible_from_its_seed(stage3, tmp_path):
     assert again["history"] == stage3["result"]["history"] and again["test"] == stage3["result"]["test"]
     first = pq.read_table(folder / "finetuned" / "predictions.parquet")
     assert pq.read_table(tmp_path / "again" / "predictions.parquet").equals(first)
+
+
+def test_attention_dropout_is_the_encoders_unless_the_config_sets_it(stage3, tmp_path):
+    folder = stage3["folder"]
+    pretrained = json.loads((folder / "pretrained" / "config.json").read_text())["attention_probs_dropout_prob"]
+    assert stage3["result"]["attention_dropout"] == pretrained > 0
+    args = (stage3["spec"], {"attention_dropout": 0.0}, 0, folder / "pretrained", folder / "tokenizer", folder / "dataset", tmp_path / "out")
+    assert finetune(*args, device="cpu")["attention_dropout"] == 0.0

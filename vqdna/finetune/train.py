@@ -52,6 +52,10 @@ class FinetuneSettings:
     lora: LoraSettings = field(default_factory=LoraSettings)
     weight_decay: float = 0.01
     gradient_checkpointing: bool = False
+    # None keeps the pretrained encoder's (0.1 for BERT-base). 0 lets SDPA use its fused
+    # kernel on CPU, which has no dropout: the math kernel it otherwise falls back to
+    # holds batch x heads x L x L scores (CPU, 8k nt: 14.6 GB at 0.1; 32k fits only at 0).
+    attention_dropout: float | None = None
     eval_batch_size: int = 128
 
     @classmethod
@@ -146,8 +150,10 @@ def finetune(
     if not (Path(pretrained_dir) / "config.json").is_file():
         raise VqdnaError(f"{pretrained_dir}: not a pretrained model folder (config.json missing)")
 
+    overrides = {} if options.attention_dropout is None else {"attention_probs_dropout_prob": options.attention_dropout}
     model = VqdnaForSequenceClassification.from_pretrained(
         pretrained_dir,
+        **overrides,
         num_labels=spec.num_labels if spec.task == "classification" else 1,
         problem_type="regression" if spec.task == "regression" else "single_label_classification",
     )
@@ -235,6 +241,7 @@ def finetune(
         "tokenizer_hash": tokenizer.hash,
         "base_weights_sha256": weights_fingerprint(dict(model.named_parameters())),
         "lora": asdict(options.lora),
+        "attention_dropout": model.config.attention_probs_dropout_prob,
     }
     log.info("%s seed %d test %s", spec.dataset, seed, test_metrics)
     with atomic_dir(output_dir) as tmp:
