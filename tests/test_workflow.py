@@ -6,6 +6,7 @@ One Snakemake run (the session fixture ``workflow_run``) serves every test here.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import subprocess
 
@@ -288,3 +289,32 @@ def test_a_tokenizer_and_an_encoder_from_elsewhere_are_fine_tuned_as_they_are(wo
     assert metrics["base_weights_sha256"] == weights_fingerprint(load_file(encoder / "model.safetensors"))
     assert metrics["tokenizer_hash"] == tokenizer_hash(tokenizer)
     assert _meta(tmp_path / "results/tokens/theirs/lambda_phage.parquet")["vqdna.tokenizer_hash"] == tokenizer_hash(tokenizer)
+
+
+def test_a_gue_dataset_inside_an_archive_is_fetched_unpacked_once_and_prepared(workflow_run, test_data, tmp_path):
+    """`archives: {gue: ...}` + source `archive:gue/GUE/prom/prom_core_notata`: the same Parquet as from the folder."""
+    import zipfile
+
+    prom = test_data / "gue" / "prom" / "prom_core_notata"
+    archive = tmp_path / "GUE.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        for split in ("train", "dev", "test"):
+            handle.write(prom / f"{split}.csv", f"GUE/prom/prom_core_notata/{split}.csv")
+    (tmp_path / "config").mkdir()
+    config = yaml.safe_load(workflow_run.path("config/config.yaml").read_text())
+    config["archives"] = {"gue": {"source": str(archive)}}
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "config" / "genomes.tsv").write_text(workflow_run.path("config/genomes.tsv").read_text())
+    sheet = {**workflow_run.datasets[0], "source": "archive:gue/GUE/prom/prom_core_notata"}
+    (tmp_path / "config" / "datasets.tsv").write_text("\t".join(sheet) + "\n" + "\t".join(str(v) for v in sheet.values()) + "\n")
+    target = [f"results/datasets/prom_core_notata/{split}.parquet" for split in ("train", "dev", "test")]
+    result = subprocess.run(snakemake_command(tmp_path, *target), cwd=tmp_path, env=snakemake_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "rule download_archive" in result.stderr and "rule unpack_archive" in result.stderr
+    recorded = json.loads((tmp_path / "resources/archives/gue.zip.source.json").read_text())["sha256"]
+    assert recorded == hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert (tmp_path / "resources/archives/gue/UNPACKED.json").is_file()
+    for split in ("train", "dev", "test"):
+        ours = pq.read_table(tmp_path / f"results/datasets/prom_core_notata/{split}.parquet")
+        from_folder = pq.read_table(workflow_run.path(f"results/datasets/prom_core_notata/{split}.parquet"))
+        assert ours.select(["sequence", "label"]).equals(from_folder.select(["sequence", "label"]))

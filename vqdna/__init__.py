@@ -7,6 +7,8 @@ __version__ = "0.1.0"
 # Snakemake's own code trigger does not see the package.
 STAGE_VERSIONS = {
     "download_genome": 1,
+    "download_archive": 1,
+    "unpack_archive": 1,
     "make_windows": 1,
     "train_tokenizer": 2,
     "evaluate_tokenizer": 1,

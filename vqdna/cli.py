@@ -41,6 +41,20 @@ def cmd_download(args: argparse.Namespace) -> None:
     logging.info("%s: %d contigs, %d bp from %s (sha256 %s)", args.genome, record["contigs"], record["length"], record["fetched_from"], record["sha256"])
 
 
+def cmd_fetch_archive(args: argparse.Namespace) -> None:
+    from vqdna.archive import fetch_archive
+
+    record = fetch_archive(args.source, Path(args.output), sha256=args.sha256 or "", mirror=args.mirror)
+    logging.info("%s: %d bytes from %s (sha256 %s)", args.output, record["bytes"], record["fetched_from"], record["sha256"])
+
+
+def cmd_unpack_archive(args: argparse.Namespace) -> None:
+    from vqdna.archive import unpack_archive
+
+    record = unpack_archive(Path(args.archive), Path(args.output))
+    logging.info("%s: %d files, %d bytes unpacked", args.output, record["members"], record["bytes"])
+
+
 def cmd_windows(args: argparse.Namespace) -> None:
     from vqdna.windows import WindowSettings, write_windows
 
@@ -104,7 +118,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 def cmd_prepare_dataset(args: argparse.Namespace) -> None:
     from vqdna.finetune.datasets import DatasetSpec, prepare_dataset
 
-    counts = prepare_dataset(DatasetSpec(**args.spec), args.output, {g: Path(p) for g, p in args.windows})
+    counts = prepare_dataset(DatasetSpec(**args.spec), args.output, {g: Path(p) for g, p in args.windows}, args.archives_dir)
     logging.info("dataset %s: rows per split %s", args.spec["dataset"], counts)
 
 
@@ -173,6 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mirror", default=None, help="offline mirror folder searched by file name first (default: $VQDNA_MIRROR)")
     p.add_argument("--output", required=True, help="output .fa.gz (the .fai, .gzi and {genome}.source.json go beside it)")
 
+    p = add("fetch-archive", cmd_fetch_archive, "Fetch a zip archive (mirror first; Google Drive links too), check or record its sha256.")
+    p.add_argument("--source", required=True, help="http(s)/ftp URL, Google Drive link or local path of a .zip")
+    p.add_argument("--sha256", default=None, help="expected sha256 of the archive; recorded in OUTPUT.source.json when omitted")
+    p.add_argument("--mirror", default=None, help="offline mirror folder searched by file name first (default: $VQDNA_MIRROR)")
+    p.add_argument("--output", required=True, help="output .zip")
+
+    p = add("unpack-archive", cmd_unpack_archive, "Unzip an archive once into a folder (UNPACKED.json written last).")
+    p.add_argument("--archive", required=True, help="the .zip")
+    p.add_argument("--output", required=True, help="output folder")
+
     p = add("windows", cmd_windows, "Cut a genome into fixed-length windows with train/dev/test regions, as Parquet.")
     p.add_argument("--genome", required=True)
     p.add_argument("--fasta", required=True, help="bgzip FASTA with .fai/.gzi (the output of 'vqdna download')")
@@ -225,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("prepare-dataset", cmd_prepare_dataset, "Build a labelled dataset (GUE CSVs or genome classification) as Parquet splits.")
     p.add_argument("--spec", type=_json, required=True, help="the dataset's row of the datasets sheet as JSON")
     p.add_argument("--windows", type=_key_value, nargs="*", default=[], metavar="GENOME=PATH", help="windows files of a genome-classification dataset")
+    p.add_argument("--archives-dir", default="resources/archives", help="unpacked archives, for sources archive:NAME/FOLDER")
     p.add_argument("--output", required=True, help="output folder ({train,dev,test}.parquet)")
 
     p = add("finetune", cmd_finetune, "LoRA fine-tuning of a pretrained encoder on one dataset and seed.")

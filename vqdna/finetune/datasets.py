@@ -2,7 +2,8 @@
 
 Two kinds of source:
 - GUE-format CSVs (``sequence,label`` with a header; ``train.csv``, ``dev.csv``,
-  ``test.csv``) in a local folder or under a URL prefix;
+  ``test.csv``) in a local folder, in a folder of an unpacked archive
+  (``archive:gue/GUE/EMP/H3``) or under a URL prefix;
 - genome classification (``source`` empty, ``genomes`` listing genome ids): the
   label is the genome's position in that list; samples are ``max_length`` tiles
   of each genome's windows of the same split (so splits come from disjoint
@@ -24,11 +25,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vqdna import VqdnaError
+from vqdna.archive import is_archive_source, resolve_archive_source
 from vqdna.download import download_file, is_remote
 from vqdna.genome import base_ids, normalise_sequence
 from vqdna.io import SPLITS, dataset_schema, parquet_writer, with_metadata
 
 TASKS = ("classification", "regression")
+ARCHIVES_DIR = Path("resources/archives")
 
 
 @dataclass
@@ -91,9 +94,10 @@ def _read_csv_split(text: str, where: str, spec: DatasetSpec) -> tuple[list[str]
     return sequences, labels
 
 
-def _fetch_csv_splits(spec: DatasetSpec) -> dict[str, tuple[bytes, str]]:
-    """split -> (raw bytes, where they came from), from a local folder or a URL prefix."""
+def _fetch_csv_splits(spec: DatasetSpec, archives_dir: Path) -> dict[str, tuple[bytes, str]]:
+    """split -> (raw bytes, where they came from), from a local folder, a folder of an unpacked archive or a URL prefix."""
     out = {}
+    folder = resolve_archive_source(spec.source, archives_dir) if is_archive_source(spec.source) else Path(spec.source).expanduser()
     for split in SPLITS:
         if is_remote(spec.source):
             url = spec.source.rstrip("/") + f"/{split}.csv"
@@ -102,7 +106,7 @@ def _fetch_csv_splits(spec: DatasetSpec) -> dict[str, tuple[bytes, str]]:
                 download_file(url, path)
                 out[split] = (path.read_bytes(), url)
         else:
-            path = Path(spec.source).expanduser() / f"{split}.csv"
+            path = folder / f"{split}.csv"
             if not path.is_file():
                 raise VqdnaError(f"dataset {spec.dataset}: {path} not found (a GUE folder holds train.csv, dev.csv, test.csv)")
             out[split] = (path.read_bytes(), str(path))
@@ -152,8 +156,13 @@ def _genome_classification(spec: DatasetSpec, windows: dict[str, Path]) -> dict[
     return out
 
 
-def prepare_dataset(spec: DatasetSpec, output_dir: str | Path, windows: dict[str, Path] | None = None) -> dict[str, int]:
-    """Write ``{output_dir}/{split}.parquet`` for every split; returns row counts."""
+def prepare_dataset(
+    spec: DatasetSpec, output_dir: str | Path, windows: dict[str, Path] | None = None, archives_dir: str | Path = ARCHIVES_DIR
+) -> dict[str, int]:
+    """Write ``{output_dir}/{split}.parquet`` for every split; returns row counts.
+
+    ``archives_dir`` holds unpacked archives, for sources ``archive:NAME/folder`` (GUE).
+    """
     if spec.task not in TASKS:
         raise VqdnaError(f"dataset {spec.dataset}: task must be one of {TASKS}, got {spec.task!r}")
     provenance: dict = {"dataset": spec.dataset}
@@ -161,7 +170,7 @@ def prepare_dataset(spec: DatasetSpec, output_dir: str | Path, windows: dict[str
         splits = _genome_classification(spec, windows or {})
         provenance["genomes"] = spec.genome_list
     elif spec.source:
-        fetched = _fetch_csv_splits(spec)
+        fetched = _fetch_csv_splits(spec, Path(archives_dir))
         digest = hashlib.sha256(b"".join(raw for raw, _ in fetched.values())).hexdigest()
         if spec.sha256 and digest != spec.sha256.lower():
             raise VqdnaError(

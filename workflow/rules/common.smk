@@ -102,7 +102,19 @@ def split_list(text):
 
 
 def is_local(source):
-    return urllib.parse.urlparse(source).scheme not in ("http", "https", "ftp")
+    return urllib.parse.urlparse(source).scheme not in (
+        "http",
+        "https",
+        "ftp",
+        "archive",
+    )
+
+
+def archive_of(source):
+    """'archive:gue/GUE/EMP/H3' -> 'gue'; None for other sources."""
+    if not (source or "").startswith("archive:"):
+        return None
+    return source.removeprefix("archive:").split("/", 1)[0]
 
 
 GENOMES = read_sheet(config["genomes"], "../schemas/genomes.schema.yaml", "genome")
@@ -110,6 +122,7 @@ DATASETS = read_sheet(config["datasets"], "../schemas/datasets.schema.yaml", "da
 TOKENIZERS = config["tokenizers"]
 RUNS = config["runs"]
 FINETUNE = config["finetune"]
+ARCHIVES = config["archives"]
 
 
 def _check_genomes(where, genomes):
@@ -149,6 +162,11 @@ for _name, _dataset in DATASETS.items():
     _check_genomes(_where, split_list(_dataset.get("genomes")))
     if bool(split_list(_dataset.get("genomes"))) == bool(_dataset.get("source")):
         raise WorkflowError(f"{_where}: give either a source or genomes")
+    _archive = archive_of(_dataset.get("source"))
+    if _archive is not None and _archive not in ARCHIVES:
+        raise WorkflowError(
+            f"{_where}: source {_dataset['source']} names archive {_archive!r}, which is not under archives: in the config"
+        )
     if _dataset["metric"] not in _METRICS_OF_TASK[_dataset["task"]]:
         raise WorkflowError(
             f"{_where}: metric {_dataset['metric']} does not fit task {_dataset['task']}"
@@ -212,6 +230,17 @@ def get_genome_source(wildcards):
 
 def get_genome_sha256(wildcards):
     return GENOMES[wildcards.genome].get("sha256", "")
+
+
+# ---- download_archive, unpack_archive -----------------------------------------------------------
+
+
+def get_archive_source(wildcards):
+    return ARCHIVES[wildcards.archive]["source"]
+
+
+def get_archive_sha256(wildcards):
+    return ARCHIVES[wildcards.archive].get("sha256", "")
 
 
 # ---- make_windows ------------------------------------------------------------------------------
@@ -320,8 +349,10 @@ def get_dataset_genomes(wildcards):
 
 
 def get_dataset_inputs(wildcards):
-    """Windows of a genome-classification set's genomes, or the CSVs of a local GUE folder."""
+    """Windows of a genome-classification set's genomes, the unpacked archive, or the CSVs of a local GUE folder."""
     source = DATASETS[wildcards.dataset].get("source")
+    if archive_of(source):
+        return [f"resources/archives/{archive_of(source)}"]
     if source and is_local(source):
         return expand(f"{source.rstrip('/')}/{{split}}.csv", split=SPLITS)
     return expand(

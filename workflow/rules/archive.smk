@@ -1,0 +1,45 @@
+rule download_archive:
+    output:
+        archive="resources/archives/{archive}.zip",
+        source="resources/archives/{archive}.zip.source.json",
+    log:
+        "logs/download_archive/{archive}.log",
+    wildcard_constraints:
+        archive=_alternatives(ARCHIVES),
+    localrule: True
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=120,
+    params:
+        source=get_archive_source,
+        sha256=get_archive_sha256,
+        version=STAGE_VERSIONS["download_archive"],
+    shell:
+        "python -m vqdna fetch-archive --source {params.source:q} --sha256={params.sha256:q}"
+        " --output {output.archive} > {log} 2>&1"
+
+
+rule unpack_archive:
+    input:
+        "resources/archives/{archive}.zip",
+    output:
+        directory("resources/archives/{archive}"),
+    log:
+        "logs/unpack_archive/{archive}.log",
+    wildcard_constraints:
+        archive=_alternatives(ARCHIVES),
+    # Unpacked on the submitting host too: one short job, where the archive already is.
+    localrule: True
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=60,
+    params:
+        version=STAGE_VERSIONS["unpack_archive"],
+    shell:
+        "python -m vqdna unpack-archive --archive {input} --output {output} > {log} 2>&1"
