@@ -41,6 +41,13 @@ def cmd_download(args: argparse.Namespace) -> None:
     logging.info("%s: %d contigs, %d bp from %s (sha256 %s)", args.genome, record["contigs"], record["length"], record["fetched_from"], record["sha256"])
 
 
+def cmd_fetch_file(args: argparse.Namespace) -> None:
+    from vqdna.download import fetch_file
+
+    record = fetch_file(args.what, args.source, args.output, sha256=args.sha256, mirror=args.mirror)
+    logging.info("%s: %d bytes from %s (sha256 %s)", args.output, record["bytes"], record["fetched_from"], record["sha256"])
+
+
 def cmd_fetch_archive(args: argparse.Namespace) -> None:
     from vqdna.archive import fetch_archive
 
@@ -118,7 +125,10 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 def cmd_prepare_dataset(args: argparse.Namespace) -> None:
     from vqdna.finetune.datasets import DatasetSpec, prepare_dataset
 
-    counts = prepare_dataset(DatasetSpec(**args.spec), args.output, {g: Path(p) for g, p in args.windows}, args.archives_dir)
+    counts = prepare_dataset(
+        DatasetSpec(**args.spec), args.output, {g: Path(p) for g, p in args.windows}, args.archives_dir,
+        fastas={g: Path(p) for g, p in args.fastas}, assembly_reports={g: Path(p) for g, p in args.assembly_reports},
+    )
     logging.info("dataset %s: rows per split %s", args.spec["dataset"], counts)
 
 
@@ -187,6 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mirror", default=None, help="offline mirror folder searched by file name first (default: $VQDNA_MIRROR)")
     p.add_argument("--output", required=True, help="output .fa.gz (the .fai, .gzi and {genome}.source.json go beside it)")
 
+    p = add("fetch-file", cmd_fetch_file, "Fetch a small file kept as it is (an assembly report), mirror first, sha256 checked or recorded.")
+    p.add_argument("--what", default="file", help="what the file is, for error messages")
+    p.add_argument("--source", required=True, help="http(s)/ftp URL or local path")
+    p.add_argument("--sha256", default=None, help="expected sha256; recorded in OUTPUT.source.json when omitted")
+    p.add_argument("--mirror", default=None, help="offline mirror folder searched by file name first (default: $VQDNA_MIRROR)")
+    p.add_argument("--output", required=True, help="output file")
+
     p = add("fetch-archive", cmd_fetch_archive, "Fetch a zip archive (mirror first; Google Drive links too), check or record its sha256.")
     p.add_argument("--source", required=True, help="http(s)/ftp URL, Google Drive link or local path of a .zip")
     p.add_argument("--sha256", default=None, help="expected sha256 of the archive; recorded in OUTPUT.source.json when omitted")
@@ -249,6 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("prepare-dataset", cmd_prepare_dataset, "Build a labelled dataset (GUE CSVs or genome classification) as Parquet splits.")
     p.add_argument("--spec", type=_json, required=True, help="the dataset's row of the datasets sheet as JSON")
     p.add_argument("--windows", type=_key_value, nargs="*", default=[], metavar="GENOME=PATH", help="windows files of a genome-classification dataset")
+    p.add_argument("--fastas", type=_key_value, nargs="*", default=[], metavar="GENOME=PATH", help="bgzip FASTAs of a species dataset")
+    p.add_argument(
+        "--assembly-reports", type=_key_value, nargs="*", default=[], metavar="GENOME=PATH",
+        help="NCBI assembly reports of a species dataset's genomes (accession -> chromosome)",
+    )
     p.add_argument("--archives-dir", default="resources/archives", help="unpacked archives, for sources archive:NAME/FOLDER")
     p.add_argument("--output", required=True, help="output folder ({train,dev,test}.parquet)")
 

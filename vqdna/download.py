@@ -78,6 +78,55 @@ def download_file(url: str, destination: Path, *, attempts: int = 3, timeout: fl
             time.sleep(2**attempt)
 
 
+def _verified_raw(what: str, source: str, expected: str | None, mirror_dir: Path | None, work: Path) -> tuple[Path, str, str]:
+    """(raw file, where it came from, its sha256): the mirror by file name first, then the URL or path; sha256 checked."""
+    name = source_file_name(source)
+    mirrored = mirror_dir / name if mirror_dir is not None else None
+    if mirrored is not None and mirrored.is_file():
+        raw, origin = mirrored, str(mirrored)
+    elif is_remote(source):
+        raw, origin = work / name, source
+        download_file(source, raw)
+    else:
+        raw, origin = Path(source).expanduser(), source
+        if not raw.is_file():
+            raise VqdnaError(f"{what}: source {source} is neither a URL nor an existing file")
+    actual = sha256_of(raw)
+    if expected is not None and actual != expected:
+        fate = "the download was deleted" if raw.parent == work else "the file was left as it is"
+        raise VqdnaError(
+            f"{what}: sha256 mismatch for {origin} (expected {expected}, got {actual}); "
+            f"{fate}: fix the sheet's sha256 or the source"
+        )
+    return raw, origin, actual
+
+
+def fetch_file(what: str, source: str, output: str | Path, *, sha256: str | None = None, mirror: str | None = None) -> dict:
+    """A small file kept as downloaded (an assembly report), verified like a genome; sidecar ``{output}.source.json``."""
+    output = Path(output)
+    expected = sha256.lower().strip() if sha256 else None
+    output.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{output.name}.download-", dir=output.parent))
+    try:
+        raw, origin, actual = _verified_raw(what, source, expected, resolve_mirror(mirror), work)
+        record = {
+            "source": source,
+            "fetched_from": origin,
+            "sha256": actual,
+            "sha256_checked": expected is not None,
+            "bytes": raw.stat().st_size,
+            "fetched_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "producer": f"vqdna {__version__}",
+        }
+        shutil.copyfile(raw, work / "file")
+        (work / "source.json").write_text(json.dumps(record, indent=2) + "\n")
+        os.replace(work / "file", output)
+        os.replace(work / "source.json", output.with_name(output.name + ".source.json"))
+        return record
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def fetch_genome(
     genome: str,
     source: str,
@@ -93,30 +142,10 @@ def fetch_genome(
     output = Path(output)
     sidecar = output.with_name(f"{genome}.source.json")
     expected = sha256.lower().strip() if sha256 else None
-    mirror_dir = resolve_mirror(mirror)
-    name = source_file_name(source)
     output.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{genome}.download-", dir=output.parent))
     try:
-        mirrored = mirror_dir / name if mirror_dir is not None else None
-        if mirrored is not None and mirrored.is_file():
-            raw, origin = mirrored, str(mirrored)
-        elif is_remote(source):
-            raw, origin = work / name, source
-            download_file(source, raw)
-        else:
-            raw, origin = Path(source).expanduser(), source
-            if not raw.is_file():
-                raise VqdnaError(f"genome {genome}: source {source} is neither a URL nor an existing file")
-
-        actual = sha256_of(raw)
-        if expected is not None and actual != expected:
-            fate = "the download was deleted" if raw.parent == work else "the file was left as it is"
-            raise VqdnaError(
-                f"genome {genome}: sha256 mismatch for {origin} (expected {expected}, got {actual}); "
-                f"{fate}: fix the sheet's sha256 or the source"
-            )
-
+        raw, origin, actual = _verified_raw(f"genome {genome}", source, expected, resolve_mirror(mirror), work)
         fasta = work / output.name
         contigs = write_bgzip_fasta(raw, fasta, label=origin)
         index_fasta(fasta)

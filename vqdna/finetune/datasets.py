@@ -1,13 +1,16 @@
 """Labelled datasets: one row of the datasets sheet -> ``{train,dev,test}.parquet`` (sequence, label, split).
 
-Two kinds of source:
+Three kinds of source:
 - GUE-format CSVs (``sequence,label`` with a header; ``train.csv``, ``dev.csv``,
   ``test.csv``) in a local folder, in a folder of an unpacked archive
   (``archive:gue/GUE/EMP/H3``) or under a URL prefix;
 - genome classification (``source`` empty, ``genomes`` listing genome ids): the
   label is the genome's position in that list; samples are ``max_length`` tiles
   of each genome's windows of the same split (so splits come from disjoint
-  regions and nothing leaks), the same number per genome (balanced).
+  regions and nothing leaks), the same number per genome (balanced);
+- species classification (``kind`` species, HyenaDNA's protocol,
+  :mod:`vqdna.finetune.species`): samples of ``max_length`` bases drawn from
+  whole chromosomes, each split from its own chromosomes.
 """
 
 from __future__ import annotations
@@ -27,10 +30,12 @@ import pyarrow.parquet as pq
 from vqdna import VqdnaError
 from vqdna.archive import is_archive_source, resolve_archive_source
 from vqdna.download import download_file, is_remote
+from vqdna.finetune.species import SpeciesSettings, read_assembly_report, species_dataset
 from vqdna.genome import base_ids, normalise_sequence
 from vqdna.io import SPLITS, dataset_schema, parquet_writer, with_metadata
 
 TASKS = ("classification", "regression")
+KINDS = ("csv", "genome_tiles", "species")
 ARCHIVES_DIR = Path("resources/archives")
 
 
@@ -59,10 +64,48 @@ class DatasetSpec:
     max_train_samples: int | None = None  # a seeded subset of the train split (dev/test stay whole)
     description: str = ""
     seed: int = 0
+    kind: str = ""  # csv | genome_tiles | species; empty: csv with a source, genome_tiles with genomes
+    split_samples: str = ""  # species: "train=5000,dev=5000,test=5000"
+    train_chromosomes: str = ""  # species: comma-separated; empty: every chromosome not in dev or test
+    dev_chromosomes: str = ""  # species: empty: HyenaDNA's 1,3,12,13
+    test_chromosomes: str = ""  # species: empty: HyenaDNA's 5,7,9,10,11
+    max_n_fraction: float | None = None  # species: redraw samples with more N (default 0.1)
+
+    def __post_init__(self) -> None:
+        self.kind = self.kind or ("genome_tiles" if self.genomes and not self.source else "csv")
+        if self.kind not in KINDS:
+            raise VqdnaError(f"dataset {self.dataset}: kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+
+    def species_settings(self) -> SpeciesSettings:
+        chosen: dict = {"seed": self.seed}
+        for split in ("train", "dev", "test"):
+            names = _comma_list(getattr(self, f"{split}_chromosomes"))
+            if names:
+                chosen[f"{split}_chromosomes"] = tuple(names)
+        if self.max_n_fraction is not None:
+            chosen["max_n_fraction"] = self.max_n_fraction
+        if self.split_samples:
+            chosen["samples"] = _split_counts(self.split_samples, self.dataset)
+        return SpeciesSettings(**chosen)
 
     @property
     def genome_list(self) -> list[str]:
-        return [g.strip() for g in self.genomes.split(",") if g.strip()]
+        return _comma_list(self.genomes)
+
+
+def _comma_list(text: str) -> list[str]:
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+def _split_counts(text: str, dataset: str) -> dict[str, int]:
+    """'train=5000,dev=500,test=500' -> {'train': 5000, ...}."""
+    counts = {}
+    for item in _comma_list(text):
+        split, sep, count = item.partition("=")
+        if not sep or split.strip() not in SPLITS or not count.strip().isdigit():
+            raise VqdnaError(f"dataset {dataset}: split_samples {text!r}: expected e.g. train=5000,dev=500,test=500")
+        counts[split.strip()] = int(count)
+    return counts
 
 
 def _read_csv_split(text: str, where: str, spec: DatasetSpec) -> tuple[list[str], list]:
@@ -156,17 +199,40 @@ def _genome_classification(spec: DatasetSpec, windows: dict[str, Path]) -> dict[
     return out
 
 
+def _species(spec: DatasetSpec, fastas: dict[str, Path], reports: dict[str, Path]) -> dict[str, tuple[list[str], list[int]]]:
+    missing = [g for g in spec.genome_list if g not in fastas]
+    if missing:
+        raise VqdnaError(f"dataset {spec.dataset}: no FASTA given for genome(s) {', '.join(missing)}")
+    if len(spec.genome_list) != spec.num_labels:
+        raise VqdnaError(f"dataset {spec.dataset}: {len(spec.genome_list)} genomes but num_labels {spec.num_labels}")
+    maps = {g: read_assembly_report(reports[g]) for g in spec.genome_list if g in reports}
+    settings = spec.species_settings()
+    return species_dataset({g: fastas[g] for g in spec.genome_list}, maps, spec.max_length, settings.samples, settings)
+
+
 def prepare_dataset(
-    spec: DatasetSpec, output_dir: str | Path, windows: dict[str, Path] | None = None, archives_dir: str | Path = ARCHIVES_DIR
+    spec: DatasetSpec,
+    output_dir: str | Path,
+    windows: dict[str, Path] | None = None,
+    archives_dir: str | Path = ARCHIVES_DIR,
+    *,
+    fastas: dict[str, Path] | None = None,
+    assembly_reports: dict[str, Path] | None = None,
 ) -> dict[str, int]:
     """Write ``{output_dir}/{split}.parquet`` for every split; returns row counts.
 
-    ``archives_dir`` holds unpacked archives, for sources ``archive:NAME/folder`` (GUE).
+    ``windows``: genome -> windows file (genome tiles). ``archives_dir``: unpacked
+    archives, for sources ``archive:NAME/folder`` (GUE). ``fastas`` and
+    ``assembly_reports``: genome -> bgzip FASTA and NCBI assembly report (species).
     """
     if spec.task not in TASKS:
         raise VqdnaError(f"dataset {spec.dataset}: task must be one of {TASKS}, got {spec.task!r}")
     provenance: dict = {"dataset": spec.dataset}
-    if spec.genome_list:
+    if spec.kind == "species":
+        splits = _species(spec, fastas or {}, assembly_reports or {})
+        settings = spec.species_settings()
+        provenance.update(genomes=spec.genome_list, dev_chromosomes=list(settings.dev_chromosomes), test_chromosomes=list(settings.test_chromosomes))
+    elif spec.genome_list:
         splits = _genome_classification(spec, windows or {})
         provenance["genomes"] = spec.genome_list
     elif spec.source:

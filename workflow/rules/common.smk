@@ -49,6 +49,12 @@ DATASET_BUILD_KEYS = {
     "samples_per_genome",
     "max_train_samples",
     "max_length",
+    "kind",
+    "split_samples",
+    "train_chromosomes",
+    "dev_chromosomes",
+    "test_chromosomes",
+    "max_n_fraction",
 }
 _INTEGER_COLUMNS = {
     "num_labels",
@@ -59,7 +65,7 @@ _INTEGER_COLUMNS = {
     "samples_per_genome",
     "max_train_samples",
 }
-_FLOAT_COLUMNS = {"learning_rate"}
+_FLOAT_COLUMNS = {"learning_rate", "max_n_fraction"}
 _METRICS_OF_TASK = {
     "classification": {"mcc", "f1", "accuracy"},
     "regression": {"spearman"},
@@ -86,7 +92,7 @@ def read_sheet(path, schema, key):
             for column in _INTEGER_COLUMNS & row.keys():
                 row[column] = int(row[column]) if row[column] else None
             for column in _FLOAT_COLUMNS & row.keys():
-                row[column] = float(row[column])
+                row[column] = float(row[column]) if row[column] else None
             validate(row, schema)
         except (ValueError, WorkflowError) as err:
             raise WorkflowError(f"{path} line {number}: {err}") from None
@@ -232,6 +238,18 @@ def get_genome_sha256(wildcards):
     return GENOMES[wildcards.genome].get("sha256", "")
 
 
+def genomes_with_reports():
+    return [g for g, row in GENOMES.items() if row.get("assembly_report")]
+
+
+def get_assembly_report_source(wildcards):
+    return GENOMES[wildcards.genome]["assembly_report"]
+
+
+def get_assembly_report_sha256(wildcards):
+    return GENOMES[wildcards.genome].get("assembly_report_sha256", "")
+
+
 # ---- download_archive, unpack_archive -----------------------------------------------------------
 
 
@@ -348,9 +366,23 @@ def get_dataset_genomes(wildcards):
     return split_list(DATASETS[wildcards.dataset].get("genomes"))
 
 
+def is_species(dataset):
+    return DATASETS[dataset].get("kind") == "species"
+
+
 def get_dataset_inputs(wildcards):
-    """Windows of a genome-classification set's genomes, the unpacked archive, or the CSVs of a local GUE folder."""
+    """Windows of a genome-classification set's genomes, the indexed genomes (and
+    assembly reports) of a species set, the unpacked archive, or the CSVs of a local GUE folder.
+    """
     source = DATASETS[wildcards.dataset].get("source")
+    if is_species(wildcards.dataset):
+        genomes = get_dataset_genomes(wildcards)
+        reports = [g for g in genomes if GENOMES[g].get("assembly_report")]
+        return expand(
+            "resources/genomes/{genome}.fa.gz{suffix}",
+            genome=genomes,
+            suffix=["", ".fai", ".gzi"],
+        ) + expand("resources/genomes/{genome}.assembly_report.txt", genome=reports)
     if archive_of(source):
         return [f"resources/archives/{archive_of(source)}"]
     if source and is_local(source):
@@ -360,10 +392,23 @@ def get_dataset_inputs(wildcards):
     )
 
 
-def get_dataset_windows_args(wildcards):
-    return " ".join(
-        shlex.quote(f"{g}=results/windows/{g}.parquet")
-        for g in get_dataset_genomes(wildcards)
+def get_dataset_genome_args(wildcards):
+    """--windows of a genome-tiles set, or --fastas and --assembly-reports of a species set."""
+    genomes = get_dataset_genomes(wildcards)
+    if not genomes:
+        return ""
+    if not is_species(wildcards.dataset):
+        return "--windows " + " ".join(
+            shlex.quote(f"{g}=results/windows/{g}.parquet") for g in genomes
+        )
+    fastas = [shlex.quote(f"{g}=resources/genomes/{g}.fa.gz") for g in genomes]
+    reports = [
+        shlex.quote(f"{g}=resources/genomes/{g}.assembly_report.txt")
+        for g in genomes
+        if GENOMES[g].get("assembly_report")
+    ]
+    return f"--fastas {' '.join(fastas)}" + (
+        f" --assembly-reports {' '.join(reports)}" if reports else ""
     )
 
 

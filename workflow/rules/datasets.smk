@@ -15,9 +15,9 @@ rule prepare_dataset:
         runtime=60,
     params:
         spec=get_dataset_spec,
-        windows=get_dataset_windows_args,
+        genomes=get_dataset_genome_args,
         folder=output_folder,
         version=STAGE_VERSIONS["prepare_dataset"],
     shell:
-        "python -m vqdna prepare-dataset --spec {params.spec:q} --windows {params.windows}"
+        "python -m vqdna prepare-dataset --spec {params.spec:q} {params.genomes}"
         " --output {params.folder} > {log} 2>&1"

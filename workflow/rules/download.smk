@@ -22,3 +22,27 @@ rule download_genome:
     shell:
         "python -m vqdna download --genome {wildcards.genome} --source {params.source:q}"
         " --sha256={params.sha256:q} --output {output.fasta} > {log} 2>&1"
+
+
+rule download_assembly_report:
+    output:
+        report="resources/genomes/{genome}.assembly_report.txt",
+        source="resources/genomes/{genome}.assembly_report.txt.source.json",
+    log:
+        "logs/download_assembly_report/{genome}.log",
+    wildcard_constraints:
+        genome=_alternatives(genomes_with_reports()),
+    localrule: True
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=30,
+    params:
+        source=get_assembly_report_source,
+        sha256=get_assembly_report_sha256,
+        version=STAGE_VERSIONS["download_genome"],
+    shell:
+        "python -m vqdna fetch-file --what 'assembly report of {wildcards.genome}'"
+        " --source {params.source:q} --sha256={params.sha256:q} --output {output.report} > {log} 2>&1"
