@@ -210,3 +210,14 @@ def test_attention_dropout_is_the_encoders_unless_the_config_sets_it(stage3, tmp
     assert stage3["result"]["attention_dropout"] == pretrained > 0
     args = (stage3["spec"], {"attention_dropout": 0.0}, 0, folder / "pretrained", folder / "tokenizer", folder / "dataset", tmp_path / "out")
     assert finetune(*args, device="cpu")["attention_dropout"] == 0.0
+
+
+def test_metrics_give_encoder_and_tokenizer_sizes_and_forward_flops(stage3):
+    result = stage3["result"]
+    pretrained = load_file(stage3["folder"] / "pretrained" / "model.safetensors")
+    assert result["encoder_parameters"] == sum(t.numel() for n, t in pretrained.items() if n.startswith("vqdna."))
+    assert result["tokenizer_parameters"] > 0
+    assert result["mean_test_tokens"] == 20  # max_length 20 of longer sequences, one code per nucleotide
+    config = json.loads((stage3["folder"] / "pretrained" / "config.json").read_text())
+    expected = 2 * result["encoder_parameters"] * 20 + 4 * config["num_hidden_layers"] * 20**2 * config["hidden_size"]
+    assert result["forward_gflops"] == pytest.approx(expected / 1e9, abs=1e-4)

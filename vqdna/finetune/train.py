@@ -124,6 +124,25 @@ def _check_targets(model: torch.nn.Module, targets: list[str]) -> None:
         )
 
 
+def model_size(model: torch.nn.Module, tokenizer, test_codes: list[np.ndarray]) -> dict:
+    """Parameters of the encoder (less LoRA and head) and of the tokenizer; forward GFLOPs of a mean test input.
+
+    FLOPs: 2 per weight and token for the matmuls, plus 4 * layers * T^2 * hidden
+    for attention scores and their weighted sum (T = mean test tokens); the
+    paper does not define its FLOPs column, so Table 2 states this one.
+    """
+    encoder = sum(p.numel() for n, p in model.named_parameters() if ".vqdna." in f".{n}" and "lora_" not in n)
+    tokens = float(np.mean([c.shape[1] for c in test_codes])) if test_codes else 0.0
+    config = model.config
+    flops = 2 * encoder * tokens + 4 * config.num_hidden_layers * tokens**2 * config.hidden_size
+    return {
+        "encoder_parameters": encoder,
+        "tokenizer_parameters": sum(p.numel() for p in tokenizer.model.parameters()) if isinstance(tokenizer, VQTokenizer) else 0,
+        "mean_test_tokens": round(tokens, 2),
+        "forward_gflops": round(flops / 1e9, 4),
+    }
+
+
 def _encode(tokenizer: VQTokenizer, sequences: list[str], max_length: int) -> list[np.ndarray]:
     return tokenizer.encode([s[:max_length] for s in sequences])
 
@@ -240,6 +259,7 @@ def finetune(
         "pretrained": str(pretrained_dir),
         "tokenizer_hash": tokenizer.hash,
         "base_weights_sha256": weights_fingerprint(dict(model.named_parameters())),
+        **model_size(model, tokenizer, data["test"][2]),
         "lora": asdict(options.lora),
         "attention_dropout": model.config.attention_probs_dropout_prob,
     }
