@@ -16,6 +16,8 @@ include: "workflow/rules/tokenizer.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/finetune.smk"
+include: "workflow/rules/kmer_baseline.smk"
+include: "workflow/rules/probe.smk"
 include: "workflow/rules/tables.smk"
 
 

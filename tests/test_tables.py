@@ -64,3 +64,113 @@ def test_markdown_has_one_row_per_run_and_dataset(tables):
     assert "65.00 ± 7.07" in cells[2]
     assert "50.00 ± 0.00" in cells[1]
     assert cells[1][6] == "–"  # a regression reports no accuracy: an empty cell, never zero
+
+
+# -- the paper's tables, ours beside the published -------------------------------------------------
+
+from vqdna.tables import average_rank_table, write_paper_tables  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+PUBLISHED = REPO / "resources" / "published"
+PLAN = {
+    "runs": {
+        "hrq_bert": {"tokenizer": "hrq", "type": "hrq", "variant_of": None, "ablation": [{"axis": "mask_ratio", "value": 0.25}]},
+        "hrq_bert_mask_ratio0.15": {
+            "tokenizer": "hrq", "type": "hrq", "variant_of": "hrq_bert", "ablation": [{"axis": "mask_ratio", "value": 0.15}],
+        },
+    },
+    "tokenizers": {
+        "hrq": {"type": "hrq", "variant_of": None, "ablation": [{"axis": "code_size", "value": 512}]},
+        "hrq_code_size128": {"type": "hrq", "variant_of": "hrq", "ablation": [{"axis": "code_size", "value": 128}]},
+        "kmer6": {"type": "kmer", "variant_of": None, "ablation": []},
+    },
+}
+
+
+def _write(root: Path, relative: str, value: dict) -> Path:
+    path = root / "results" / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value))
+    return path
+
+
+@pytest.fixture
+def paper_tables(tmp_path):
+    def finetune(run, dataset, seed, metric, score):
+        test = {metric: score, "accuracy": 0.5}
+        return _write(tmp_path, f"finetune/{run}/{dataset}/seed{seed}/metrics.json",
+                      {"dataset": dataset, "group": "PD", "metric": metric, "seed": seed, "test": test,
+                       "encoder_parameters": 86_000_000, "tokenizer_parameters": 17_000_000, "forward_gflops": 1.5})
+
+    files = [
+        finetune("hrq_bert", "prom_300_all", 0, "mcc", 0.90),
+        finetune("hrq_bert", "prom_300_all", 1, "mcc", 0.92),
+        finetune("hrq_bert", "covid", 0, "f1", 0.70),
+        finetune("hrq_bert", "emp_h3", 0, "mcc", 0.80),
+        finetune("hrq_bert_mask_ratio0.15", "emp_h3", 0, "mcc", 0.75),
+        _write(tmp_path, "kmer_baseline/prom_300_all/seed0/metrics.json",
+               {"dataset": "prom_300_all", "group": "PD", "metric": "mcc", "seed": 0, "test": {"mcc": 0.85}}),
+        _write(tmp_path, "probe/hrq/covid/metrics.json", {"dataset": "covid", "metric": "f1", "test": {"f1": 0.45}, "token_usage": 0.99}),
+        _write(tmp_path, "probe/hrq_code_size128/covid/metrics.json", {"dataset": "covid", "metric": "f1", "test": {"f1": 0.40}}),
+        _write(tmp_path, "tokenizers/hrq/metrics.json", {"reconstruction_accuracy": 0.997}),
+        _write(tmp_path, "tokenizers/hrq_code_size128/metrics.json", {"reconstruction_accuracy": 0.98}),
+    ]
+    out = tmp_path / "tables"
+    write_paper_tables(files, PLAN, PUBLISHED, out)
+    return out
+
+
+def _csv_cells(path: Path) -> dict[tuple[str, str, str], dict]:
+    with open(path, newline="") as handle:
+        return {(r["part"], r["row"], r["column"]): r for r in csv.DictReader(handle)}
+
+
+def test_table3_puts_ours_beside_the_published_with_the_difference(paper_tables):
+    cells = _csv_cells(paper_tables / "table3.csv")
+    published = cells[("", "vqdna_hrq", "prom_300_all")]
+    assert published["source"] == "published" and float(published["value"]) == 90.75
+    ours = cells[("", "hrq_bert", "prom_300_all")]
+    assert float(ours["value"]) == pytest.approx(91.0) and float(ours["std"]) == pytest.approx(math.sqrt(2), abs=1e-4)
+    assert ours["seeds"] == "2" and float(ours["delta"]) == pytest.approx(91.0 - 90.75)
+    assert cells[("", "hrq_bert", "prom_core_tata")]["value"] == ""  # no result: empty, never zero
+    assert float(cells[("", "kmer_lr", "prom_300_all")]["value"]) == pytest.approx(85.0)
+    assert not any(row == "hrq_bert_mask_ratio0.15" for _, row, _ in cells)  # sweep variants only in Table 7
+    lines = (paper_tables / "table3.md").read_text().splitlines()
+    assert lines[2].startswith("| Method | prom_300_all | prom_300_notata |")
+    ours_line = next(line for line in lines if line.startswith("| hrq_bert (hrq, hrq; ours)"))
+    assert ours_line.split("|")[2].strip() == "91.00 ± 1.41 (+0.25)"
+    assert ours_line.split("|")[3].strip() == "–"
+
+
+def test_table1_table7_and_the_covid_f1(paper_tables):
+    table1 = _csv_cells(paper_tables / "table1.csv")
+    assert float(table1[("", "hrq", "usage")]["value"]) == pytest.approx(99.0)
+    assert float(table1[("", "hrq", "lin")]["delta"]) == pytest.approx(45.0 - 48.87)
+    assert float(table1[("", "hrq", "ft")]["value"]) == pytest.approx(70.0)
+    assert table1[("", "kmer6", "lin")]["value"] == ""
+    table7 = _csv_cells(paper_tables / "table7.csv")
+    assert float(table7[("code_size", "128 hrq_code_size128", "hrq_rec")]["value"]) == pytest.approx(98.0)
+    assert float(table7[("code_size", "128 hrq_code_size128", "hrq_rec")]["delta"]) == pytest.approx(98.0 - 98.4)
+    assert float(table7[("code_size", "512 hrq", "hrq_lin")]["value"]) == pytest.approx(45.0)
+    assert float(table7[("mask_ratio", "0.15 hrq_bert_mask_ratio0.15", "hrq_h3")]["value"]) == pytest.approx(75.0)
+    assert float(table7[("mask_ratio", "0.25 hrq_bert", "hrq_cvc")]["value"]) == pytest.approx(70.0)
+    assert float(table7[("mask_ratio", "0.25 hrq_bert", "hrq_cvc")]["delta"]) == pytest.approx(70.0 - 74.3)
+    assert "### Table 7a" in (paper_tables / "table7.md").read_text()
+
+
+def test_average_rank_by_hand_with_ties_and_missing_entries():
+    from vqdna.tables import Cell
+
+    # d1: a 90, b 80, ours 90 -> ranks a 1.5, ours 1.5, b 3; d2: a 70, b 75 (ours missing) -> b 1, a 2
+    cells = {
+        3: [
+            Cell("a", "A", "published", "d1", 90.0), Cell("b", "B", "published", "d1", 80.0), Cell("ours", "O", "ours", "d1", 90.0),
+            Cell("a", "A", "published", "d2", 70.0), Cell("b", "B", "published", "d2", 75.0), Cell("ours", "O", "ours", "d2", None),
+        ]
+    }
+    published = [{"key": "a", "method": "A", "date": "", "tokenizer": "t", "params_m": "1", "flops_g": "1", "train_b": "1", "average_rank": "1"}]
+    table = average_rank_table(published, cells, __import__("vqdna.tables", fromlist=["Results"]).Results(), {"runs": {}, "tokenizers": {}})
+    ranks = {c.row: c.value for c in table if c.column == "rank_here"}
+    assert ranks == {"a": pytest.approx((1.5 + 2) / 2), "b": pytest.approx((3 + 1) / 2), "ours": pytest.approx(1.5)}
+    counted = {c.row: c.text for c in table if c.column == "datasets_ranked"}
+    assert counted == {"a": "2", "b": "2", "ours": "1"}

@@ -16,7 +16,9 @@ STAGE_VERSIONS = {
     "pretrain_mlm": 1,
     "prepare_dataset": 1,
     "finetune": 1,
-    "make_tables": 1,
+    "kmer_baseline": 1,
+    "linear_probe": 1,
+    "make_tables": 2,
 }
 
 

@@ -143,11 +143,32 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     logging.info("%s seed %d: test %s", result["dataset"], args.seed, result["test"])
 
 
-def cmd_tables(args: argparse.Namespace) -> None:
-    from vqdna.tables import write_tables
+def cmd_kmer_baseline(args: argparse.Namespace) -> None:
+    from vqdna.finetune.datasets import DatasetSpec
+    from vqdna.finetune.kmer_baseline import kmer_baseline
 
-    rows = write_tables(args.metrics, args.csv, args.markdown)
-    logging.info("%d rows written to %s and %s", len(rows), args.csv, args.markdown)
+    result = kmer_baseline(DatasetSpec(**args.spec), Path(args.dataset), Path(args.output), settings=args.settings, seed=args.seed)
+    logging.info("%s k-mer baseline: test %s", result["dataset"], result["test"])
+
+
+def cmd_probe(args: argparse.Namespace) -> None:
+    from vqdna.finetune.datasets import DatasetSpec
+    from vqdna.finetune.probe import linear_probe
+
+    result = linear_probe(
+        DatasetSpec(**args.spec), Path(args.dataset), Path(args.output), tokenizer_dir=args.tokenizer,
+        pretrained_dir=args.pretrained, features=args.features, settings=args.settings, seed=args.seed,
+        threads=args.threads, device=args.device,
+    )
+    logging.info("%s %s: test %s", result["dataset"], result["method"], result["test"])
+
+
+def cmd_tables(args: argparse.Namespace) -> None:
+    from vqdna.tables import read_plan, write_paper_tables, write_tables
+
+    rows = write_tables(args.results, Path(args.output_dir) / "summary.csv", Path(args.output_dir) / "summary.md")
+    written = write_paper_tables(args.results, read_plan(args.plan), args.published, args.output_dir)
+    logging.info("summary of %d (run, dataset) results and %s written to %s", len(rows), ", ".join(written), args.output_dir)
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
@@ -284,10 +305,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="output folder (metrics.json, predictions.parquet, adapter/)")
     compute_options(p)
 
-    p = add("tables", cmd_tables, "Gather fine-tuning metrics into a results table (CSV and Markdown).")
-    p.add_argument("--csv", required=True)
-    p.add_argument("--markdown", required=True)
-    p.add_argument("metrics", nargs="*", help="metrics.json files of fine-tuning runs")
+    p = add("kmer-baseline", cmd_kmer_baseline, "Bag of 3-6-mers + logistic regression (ridge for regression) on one dataset.")
+    p.add_argument("--spec", type=_json, required=True, help="the dataset's row of the datasets sheet as JSON")
+    p.add_argument("--settings", type=_json, default=None, help="the config's kmer_baseline: block as JSON")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dataset", required=True, help="dataset folder ({train,dev,test}.parquet)")
+    p.add_argument("--output", required=True, help="output folder (metrics.json, predictions.parquet)")
+
+    p = add("probe", cmd_probe, "Linear probe on frozen features (tokenizer embeddings or encoder states) of one dataset.")
+    p.add_argument("--features", choices=["tokenizer", "encoder"], default="tokenizer")
+    p.add_argument("--spec", type=_json, required=True, help="the dataset's row of the datasets sheet as JSON")
+    p.add_argument("--settings", type=_json, default=None, help="the config's probe: block as JSON")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tokenizer", required=True, help="tokenizer folder")
+    p.add_argument("--pretrained", default=None, help="encoder folder (encoder features only)")
+    p.add_argument("--dataset", required=True, help="dataset folder ({train,dev,test}.parquet)")
+    p.add_argument("--output", required=True, help="output folder (metrics.json, predictions.parquet)")
+    compute_options(p)
+
+    p = add("tables", cmd_tables, "The paper's Tables 1-7, ours beside the published numbers, and a summary (CSV and Markdown).")
+    p.add_argument("--plan", required=True, help="JSON (or a file of it): runs and tokenizers, their types and ablation values")
+    p.add_argument("--published", default="resources/published", help="folder of the paper's tables as CSV")
+    p.add_argument("--output-dir", required=True, help="folder for table1..7 and summary .csv/.md")
+    p.add_argument("results", nargs="*", help="metrics.json files under results/{finetune,kmer_baseline,probe,tokenizers}/")
 
     def inference_options(p: argparse.ArgumentParser, model_help: str, output_help: str) -> None:
         p.add_argument("--tokenizer", required=True, help="tokenizer folder the model was pretrained with")

@@ -1,7 +1,21 @@
-"""Result tables: fine-tuning metrics gathered over seeds, mean ± std, as CSV and Markdown.
+"""Result tables: the paper's Tables 1-7, ours beside the published numbers, and a summary of every result.
 
-A metric a task does not report (MCC of a regression, Spearman of a
-classification) is left empty, never shown as zero.
+Results are read from their contract paths:
+
+    results/finetune/{run}/{dataset}/seed{seed}/metrics.json     LoRA fine-tuning
+    results/kmer_baseline/{dataset}/seed{seed}/metrics.json      bag of k-mers + logistic regression
+    results/probe/{tokenizer}/{dataset}/metrics.json             linear probe on tokenizer features
+    results/tokenizers/{tokenizer}/metrics.json                  held-out reconstruction
+
+and a plan written from the config (:func:`read_plan`): each run's tokenizer and
+its type, and each sweep variant's ablation axis and value. Our VQ-VAE and HRQ
+rows stand beside the paper's VQDNA and VQDNA (HRQ) rows; the difference is
+shown as ours minus published.
+
+Scores are percent, as the paper prints them. Every table is written twice:
+a tidy CSV, one row per cell (table, part, row, method, source, column, value,
+std, seeds, delta), for pandas and DuckDB; and Markdown in the paper's layout.
+A cell without a result is empty in the CSV and "–" in Markdown, never zero.
 """
 
 from __future__ import annotations
@@ -9,13 +23,356 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import rankdata
 
+from vqdna import VqdnaError
 from vqdna.io import atomic_path
 
-COLUMNS = ["run", "dataset", "group", "metric", "seeds", "score_mean", "score_std", "accuracy", "f1", "mcc", "spearman", "mse"]
+PUBLISHED_OF_TYPE = {"vq": "vqdna_vq", "hrq": "vqdna_hrq"}  # our rows stand beside these published rows
+PUBLISHED_FILES = {
+    1: "table1_tokenizer_efficiency.csv",
+    2: "table2_average_rank.csv",
+    3: "table3_pd_cpd_tfp_human.csv",
+    4: "table4_tfp_mouse_cvc_ssp_eep.csv",
+    5: "table5_emp.csv",
+    6: "table6_species.csv",
+}
+ABLATION_FILES = {"code_size": "table7a_code_size.csv", "code_dim": "table7b_code_dim.csv", "mask_ratio": "table7c_mask_ratio.csv"}
+COVID = "covid"
+TABLE7C_DATASETS = ("emp_h3", COVID)
+CSV_COLUMNS = ["table", "part", "row", "method", "source", "column", "value", "std", "seeds", "delta"]
+KMER_ROW = "kmer_lr"
+
+
+# -- results ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Score:
+    """Mean ± sample std over seeds, in percent."""
+
+    values: list[float]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.values))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.values, ddof=1)) if len(self.values) > 1 else 0.0
+
+
+
+@dataclass
+class Results:
+    finetune: dict[tuple[str, str], list[dict]] = field(default_factory=dict)  # (run, dataset) -> per seed
+    kmer: dict[str, list[dict]] = field(default_factory=dict)  # dataset -> per seed
+    probe: dict[tuple[str, str], dict] = field(default_factory=dict)  # (tokenizer, dataset) -> metrics
+    tokenizer: dict[str, dict] = field(default_factory=dict)  # tokenizer -> metrics
+
+    def score(self, results: list[dict] | None) -> Score | None:
+        if not results:
+            return None
+        metric = results[0]["metric"]
+        return Score([100 * r["test"][metric] for r in results])
+
+
+def read_results(paths: list[str | Path]) -> Results:
+    """Sort result files by their contract path (see the module docstring)."""
+    results = Results()
+    for path in map(Path, paths):
+        parts = path.parts
+        stage = next((parts[i + 1] for i in range(len(parts) - 1) if parts[i] == "results"), None)
+        value = json.loads(path.read_text())
+        if stage == "finetune":  # finetune/{run}/{dataset}/seed{seed}/metrics.json
+            results.finetune.setdefault((parts[-4], parts[-3]), []).append(value)
+        elif stage == "kmer_baseline":  # kmer_baseline/{dataset}/seed{seed}/metrics.json
+            results.kmer.setdefault(parts[-3], []).append(value)
+        elif stage == "probe":  # probe/{tokenizer}/{dataset}/metrics.json
+            results.probe[(parts[-3], parts[-2])] = value
+        elif stage == "tokenizers":  # tokenizers/{tokenizer}/metrics.json
+            results.tokenizer[parts[-2]] = value
+        else:
+            raise VqdnaError(f"{path}: not a result file the tables know (expected results/{{finetune,kmer_baseline,probe,tokenizers}}/...)")
+    return results
+
+
+def read_plan(path_or_text: str) -> dict:
+    """``{"runs": {run: {tokenizer, type, variant_of, ablation}}, "tokenizers": {name: {type, variant_of, ablation}}}``.
+
+    ``variant_of``: the base a sweep generated this one from (None for the
+    config's own); ``ablation``: ``[{axis, value}]``, every sweep it stands in.
+    """
+    text = Path(path_or_text).read_text() if Path(path_or_text).is_file() else path_or_text
+    plan = json.loads(text)
+    plan.setdefault("runs", {})
+    plan.setdefault("tokenizers", {})
+    return plan
+
+
+def read_published(folder: str | Path, name: str) -> list[dict]:
+    path = Path(folder) / name
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _number(text: str | None) -> float | None:
+    return float(text) if text not in (None, "") else None
+
+
+# -- tables as cells -------------------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    row: str
+    method: str
+    source: str  # published | ours
+    column: str
+    value: float | None
+    std: float | None = None
+    seeds: int | None = None
+    delta: float | None = None
+    text: str | None = None  # non-numeric published cells (params "86+16")
+
+    def shown(self) -> str:
+        if self.text is not None:
+            return self.text
+        if self.value is None:
+            return "–"
+        if self.std is None or not self.seeds or self.seeds < 2:
+            shown = f"{self.value:.2f}"
+        else:
+            shown = f"{self.value:.2f} ± {self.std:.2f}"
+        return shown + (f" ({self.delta:+.2f})" if self.delta is not None else "")
+
+
+def _ours(row: str, method: str, column: str, score: Score | None, published: float | None = None) -> Cell:
+    if score is None:
+        return Cell(row, method, "ours", column, None)
+    delta = score.mean - published if published is not None else None
+    return Cell(row, method, "ours", column, score.mean, score.std, len(score.values), delta)
+
+
+def _main_runs(plan: dict) -> list[str]:
+    """Runs that are not generated sweep variants, in config order."""
+    return [run for run, info in plan["runs"].items() if not info.get("variant_of")]
+
+
+def _run_label(plan: dict, run: str) -> str:
+    info = plan["runs"][run]
+    return f"{run} ({info.get('tokenizer', '?')}, {info.get('type', '?')}; ours)"
+
+
+def dataset_table(number: int, published: list[dict], results: Results, plan: dict) -> list[Cell]:
+    """Tables 3-6: published rows, then each of our runs and the k-mer baseline, over the published columns."""
+    columns = [c for c in published[0] if c not in ("key", "method")]
+    by_key = {row["key"]: row for row in published}
+    cells = [Cell(row["key"], row["method"], "published", c, _number(row[c])) for row in published for c in columns]
+    for run in _main_runs(plan):
+        beside = by_key.get(PUBLISHED_OF_TYPE.get(plan["runs"][run].get("type", "")), {})
+        for column in columns:
+            cells.append(_ours(run, _run_label(plan, run), column, results.score(results.finetune.get((run, column))), _number(beside.get(column))))
+    for column in columns:
+        cells.append(_ours(KMER_ROW, "bag of 3-6-mers + logistic regression (ours)", column, results.score(results.kmer.get(column))))
+    return cells
+
+
+def average_rank_table(published: list[dict], dataset_tables: dict[int, list[Cell]], results: Results, plan: dict) -> list[Cell]:
+    """Table 2: each row's mean rank over the datasets of Tables 3-6 where it has a result (ties share the mean rank)."""
+    scores: dict[str, dict[str, float]] = {}
+    methods: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    for cells in dataset_tables.values():
+        for cell in cells:
+            if cell.value is not None:
+                scores.setdefault(cell.row, {})[cell.column] = cell.value
+                methods.setdefault(cell.row, cell.method)
+                sources[cell.row] = cell.source
+    ranks: dict[str, list[float]] = {row: [] for row in scores}
+    for column in sorted({c for row in scores.values() for c in row}):
+        rows = [row for row in scores if column in scores[row]]
+        for row, rank in zip(rows, rankdata([-scores[row][column] for row in rows], method="average")):
+            ranks[row].append(float(rank))
+    cells = []
+    for row in published:
+        method = f"{row['method']} ({row['tokenizer']})"
+        for column in ("tokenizer", "params_m", "flops_g", "train_b"):
+            cells.append(Cell(row["key"], method, "published", column, None, text=row[column]))
+        cells.append(Cell(row["key"], method, "published", "average_rank", _number(row["average_rank"])))
+    for row, method in methods.items():
+        if sources[row] == "ours" and ranks[row]:
+            cells += _our_size_cells(row, method, results, plan)
+    for row, method in methods.items():
+        if ranks[row]:
+            cells.append(Cell(row, method, sources[row], "rank_here", float(np.mean(ranks[row]))))
+            cells.append(Cell(row, method, sources[row], "datasets_ranked", None, text=str(len(ranks[row]))))
+    return cells
+
+
+def _our_size_cells(row: str, method: str, results: Results, plan: dict) -> list[Cell]:
+    """Tokenizer, parameters (encoder + tokenizer, M) and mean forward GFLOPs of one of our runs."""
+    info = plan["runs"].get(row, {})
+    runs = [r for (run, _), rs in results.finetune.items() if run == row for r in rs]
+    cells = [Cell(row, method, "ours", "tokenizer", None, text=info.get("type", "k-mer counts" if row == KMER_ROW else "–"))]
+    if runs:
+        encoder, tokenizer = runs[0].get("encoder_parameters"), runs[0].get("tokenizer_parameters", 0)
+        gflops = [r["forward_gflops"] for r in runs if "forward_gflops" in r]
+        params = f"{encoder / 1e6:.1f}+{tokenizer / 1e6:.1f}" if encoder is not None else "–"
+        cells.append(Cell(row, method, "ours", "params_m", None, text=params))
+        cells.append(Cell(row, method, "ours", "flops_g", float(np.mean(gflops)) if gflops else None))
+    return cells
+
+
+def tokenizer_table(published: list[dict], results: Results, plan: dict) -> list[Cell]:
+    """Table 1, on covid: token usage (%), linear-probe macro F1 and fine-tuned macro F1, per tokenizer."""
+    cells = []
+    by_key = {row["key"]: row for row in published}
+    for row in published:
+        cells.append(Cell(row["key"], f"{row['method']} ({row['tokenizer']})", "published", "usage", _number(row["usage"])))
+        cells.append(Cell(row["key"], f"{row['method']} ({row['tokenizer']})", "published", "lin", _number(row["lin"])))
+        cells.append(Cell(row["key"], f"{row['method']} ({row['tokenizer']})", "published", "ft", _number(row["ft"])))
+    runs_of = {}
+    for run in _main_runs(plan):
+        runs_of.setdefault(plan["runs"][run].get("tokenizer"), []).append(run)
+    for name, info in plan["tokenizers"].items():
+        if info.get("variant_of"):
+            continue
+        beside = by_key.get(PUBLISHED_OF_TYPE.get(info.get("type", "")), {})
+        method = f"{name} ({info.get('type', '?')}; ours)"
+        probe = results.probe.get((name, COVID))
+        usage = Score([100 * probe["token_usage"]]) if probe and "token_usage" in probe else None
+        lin = Score([100 * probe["test"]["f1"]]) if probe else None
+        cells.append(_ours(name, method, "usage", usage, _number(beside.get("usage"))))
+        cells.append(_ours(name, method, "lin", lin, _number(beside.get("lin"))))
+        fine = [r for run in runs_of.get(name, []) for r in results.finetune.get((run, COVID), [])]
+        ft = Score([100 * r["test"]["f1"] for r in fine]) if fine else None
+        cells.append(_ours(name, method, "ft", ft, _number(beside.get("ft"))))
+    return cells
+
+
+def ablation_table(axis: str, published: list[dict], results: Results, plan: dict) -> list[Cell]:
+    """Table 7 (a) code size, (b) code dim: Rec. and Lin. per tokenizer type; (c) mask ratio: H3 and CVC after fine-tuning."""
+    key = next(iter(published[0]))  # code_size | code_dim | mask_ratio
+    cells = []
+    for row in published:
+        for column, value in row.items():
+            if column != key:
+                cells.append(Cell(row[key], f"{key} {row[key]}", "published", column, _number(value)))
+    published_by_value = {float(row[key]): row for row in published}
+    if axis == "mask_ratio":
+        variants = [(run, info) for run, info in plan["runs"].items() if _ablation_value(info, axis) is not None]
+    else:
+        variants = [(name, info) for name, info in plan["tokenizers"].items() if _ablation_value(info, axis) is not None]
+    for name, info in variants:
+        value = _ablation_value(info, axis)
+        prefix = {"vq": "vqdna", "hrq": "hrq"}.get(info.get("type", ""))
+        if prefix is None:
+            continue
+        beside = published_by_value.get(float(value), {})
+        row, method = f"{_format_value(value)} {name}", f"{key} {_format_value(value)}: {name} (ours)"
+        if axis == "mask_ratio":
+            for dataset, column in zip(TABLE7C_DATASETS, ("h3", "cvc")):
+                score = results.score(results.finetune.get((name, dataset)))
+                cells.append(_ours(row, method, f"{prefix}_{column}", score, _number(beside.get(f"{prefix}_{column}"))))
+        else:
+            metrics = results.tokenizer.get(name)
+            rec = Score([100 * metrics["reconstruction_accuracy"]]) if metrics else None
+            probe = results.probe.get((name, COVID))
+            lin = Score([100 * probe["test"]["f1"]]) if probe else None
+            cells.append(_ours(row, method, f"{prefix}_rec", rec, _number(beside.get(f"{prefix}_rec"))))
+            cells.append(_ours(row, method, f"{prefix}_lin", lin, _number(beside.get(f"{prefix}_lin"))))
+    return cells
+
+
+def _ablation_value(info: dict, axis: str):
+    return next((a["value"] for a in info.get("ablation") or [] if a["axis"] == axis), None)
+
+
+def _format_value(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+# -- writing ---------------------------------------------------------------------------------------
+
+
+def to_markdown(title: str, cells: list[Cell]) -> str:
+    """The paper's layout: one line per row, one column per published column (first-seen order)."""
+    columns = list(dict.fromkeys(c.column for c in cells))
+    rows = list(dict.fromkeys((c.row, c.source) for c in cells))
+    lookup = {(c.row, c.source, c.column): c for c in cells}
+    methods = {(c.row, c.source): c.method for c in cells}
+    lines = [f"### {title}", "", "| Method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for row, source in rows:
+        shown = [lookup[(row, source, c)].shown() if (row, source, c) in lookup else "–" for c in columns]
+        lines.append(f"| {methods[(row, source)]} | " + " | ".join(shown) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _csv_text(table: str, parts: dict[str, list[Cell]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for part, cells in parts.items():
+        for c in cells:
+            value = c.text if c.text is not None and c.value is None else ("" if c.value is None else round(c.value, 4))
+            writer.writerow(
+                {
+                    "table": table, "part": part, "row": c.row, "method": c.method, "source": c.source, "column": c.column,
+                    "value": value, "std": "" if c.std is None else round(c.std, 4), "seeds": c.seeds or "",
+                    "delta": "" if c.delta is None else round(c.delta, 4),
+                }
+            )
+    return buffer.getvalue()
+
+
+TITLES = {
+    1: "Table 1: tokenizer efficiency on covid (usage %, linear-probe and fine-tuned macro F1 %)",
+    2: "Table 2: average rank over the datasets of Tables 3-6 (rank_here: among every row with a result, ours included)",
+    3: "Table 3: MCC (%) on promoter, core promoter and human TF datasets",
+    4: "Table 4: mouse TF (MCC %), covid (F1 %), splice (MCC %), gRNA editing efficiency (Spearman %)",
+    5: "Table 5: MCC (%) on epigenetic marks (yeast)",
+    6: "Table 6: species classification top-1 accuracy (%) by input length",
+}
+ABLATION_TITLES = {
+    "code_size": "Table 7a: codebook size (Rec. %: held-out reconstruction; Lin. %: linear probe macro F1 on covid)",
+    "code_dim": "Table 7b: code dimension (Rec. %, Lin. %)",
+    "mask_ratio": "Table 7c: MLM mask ratio (H3 MCC %, covid F1 %, after fine-tuning)",
+}
+
+
+def write_paper_tables(result_files: list[str | Path], plan: dict, published_dir: str | Path, output_dir: str | Path) -> dict[str, Path]:
+    """``table{1..7}.csv`` and ``.md`` in ``output_dir``; returns the paths written."""
+    results = read_results(result_files)
+    output_dir = Path(output_dir)
+    dataset_tables = {n: dataset_table(n, read_published(published_dir, PUBLISHED_FILES[n]), results, plan) for n in (3, 4, 5, 6)}
+    tables: dict[int, dict[str, list[Cell]]] = {
+        1: {"": tokenizer_table(read_published(published_dir, PUBLISHED_FILES[1]), results, plan)},
+        2: {"": average_rank_table(read_published(published_dir, PUBLISHED_FILES[2]), dataset_tables, results, plan)},
+        **{n: {"": cells} for n, cells in dataset_tables.items()},
+        7: {axis: ablation_table(axis, read_published(published_dir, name), results, plan) for axis, name in ABLATION_FILES.items()},
+    }
+    written = {}
+    for number, parts in tables.items():
+        if number == 7:
+            markdown = "\n".join(to_markdown(ABLATION_TITLES[axis], cells) for axis, cells in parts.items())
+        else:
+            markdown = to_markdown(TITLES[number], parts[""])
+        for suffix, text in (("csv", _csv_text(f"table{number}", parts)), ("md", markdown)):
+            path = output_dir / f"table{number}.{suffix}"
+            with atomic_path(path) as tmp:
+                tmp.write_text(text)
+            written[path.name] = path
+    return written
+
+
+# -- summary of every fine-tuning result -------------------------------------------------------------
+
+SUMMARY_COLUMNS = ["run", "dataset", "group", "metric", "seeds", "score_mean", "score_std", "accuracy", "f1", "mcc", "spearman", "mse"]
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -24,12 +381,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 def summarize(metrics_files: list[str | Path]) -> list[dict]:
     """One row per (run, dataset): the dataset's metric and every test metric, mean ± std over seeds."""
-    grouped: dict[tuple[str, str], list[dict]] = {}
-    for path in metrics_files:
-        path = Path(path)
-        result = json.loads(path.read_text())
-        run = path.parents[2].name  # results/finetune/{run}/{dataset}/seed{seed}/metrics.json
-        grouped.setdefault((run, result["dataset"]), []).append(result)
+    grouped = read_results(metrics_files).finetune
     rows = []
     for (run, dataset), results in sorted(grouped.items()):
         first = results[0]
@@ -42,7 +394,7 @@ def summarize(metrics_files: list[str | Path]) -> list[dict]:
     return rows
 
 
-def to_markdown(rows: list[dict]) -> str:
+def summary_markdown(rows: list[dict]) -> str:
     metrics = ["accuracy", "f1", "mcc", "spearman", "mse"]
     header = ["run", "dataset", "group", "metric", "score (mean ± std)", "seeds", *metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -54,13 +406,15 @@ def to_markdown(rows: list[dict]) -> str:
 
 
 def write_tables(metrics_files: list[str | Path], csv_path: str | Path, markdown_path: str | Path) -> list[dict]:
-    rows = summarize(metrics_files)
+    """The summary of every fine-tuning result (``results/tables/summary.{csv,md}``)."""
+    finetune_files = [p for p in metrics_files if "finetune" in Path(p).parts]
+    rows = summarize(finetune_files)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
     with atomic_path(csv_path) as tmp:
         tmp.write_text(buffer.getvalue())
     with atomic_path(markdown_path) as tmp:
-        tmp.write_text(to_markdown(rows))
+        tmp.write_text(summary_markdown(rows))
     return rows

@@ -125,10 +125,58 @@ def archive_of(source):
 
 GENOMES = read_sheet(config["genomes"], "../schemas/genomes.schema.yaml", "genome")
 DATASETS = read_sheet(config["datasets"], "../schemas/datasets.schema.yaml", "dataset")
-TOKENIZERS = config["tokenizers"]
-RUNS = config["runs"]
+TOKENIZERS = dict(config["tokenizers"])
+RUNS = dict(config["runs"])
 FINETUNE = config["finetune"]
 ARCHIVES = config["archives"]
+
+
+def _missing_local_source(row):
+    """A local CSV folder that does not exist (the EEP data a user supplies): skipped, not fatal."""
+    source = row.get("source") or ""
+    return bool(source) and is_local(source) and not Path(source).is_dir()
+
+
+for _name in [n for n, row in DATASETS.items() if _missing_local_source(row)]:
+    print(
+        f"vqdna: dataset {_name} skipped: its source folder {DATASETS[_name]['source']} does not exist"
+        " (see the README for where its data comes from); its table cells stay empty",
+        file=sys.stderr,
+    )
+    del DATASETS[_name]
+
+# Ablations (Table 7) are sweeps: one config key per axis, each value a
+# tokenizer or run of its own (`{base}_{axis}{value}`), trained like any other.
+# A value equal to the base's own setting is the base itself, not a copy.
+SWEEP_OF = {"tokenizers": {}, "runs": {}}  # name -> [{"axis", "value"}]
+VARIANT_OF = {"tokenizers": {}, "runs": {}}  # generated name -> base name
+ABLATION_DATASETS = {}  # run variant -> the datasets it is fine-tuned on
+
+
+def _expand_sweep(axis, sweep, kind, entries):
+    for base in sweep.get(kind, []):
+        if base not in entries:
+            raise WorkflowError(
+                f"ablations.{axis}.{kind}: no {kind[:-1]} named {base!r}"
+            )
+        for value in sweep["values"]:
+            name = base
+            if entries[base].get(sweep["key"]) != value:
+                name = (
+                    f"{base}_{axis}{value:g}"
+                    if isinstance(value, float)
+                    else f"{base}_{axis}{value}"
+                )
+                entries[name] = {**entries[base], sweep["key"]: value}
+                VARIANT_OF[kind][name] = base
+            SWEEP_OF[kind].setdefault(name, []).append({"axis": axis, "value": value})
+            if kind == "runs":
+                ABLATION_DATASETS[name] = sweep.get("datasets") or sorted(DATASETS)
+
+
+for _axis, _sweep in config["ablations"].items():
+    _expand_sweep(_axis, _sweep, "tokenizers", TOKENIZERS)
+    _expand_sweep(_axis, _sweep, "runs", RUNS)
 
 
 def _check_genomes(where, genomes):
@@ -452,26 +500,130 @@ def get_finetune_settings(wildcards):
     return _json({k: v for k, v in FINETUNE.items() if k not in ("runs", "seeds")})
 
 
+def finetune_jobs():
+    """(run, dataset) pairs: the `finetune:` runs on every dataset, sweep runs (Table 7c) on theirs."""
+    jobs = [(run, dataset) for run in FINETUNE["runs"] for dataset in sorted(DATASETS)]
+    for run, datasets in ABLATION_DATASETS.items():
+        if run not in FINETUNE["runs"]:
+            jobs += [(run, d) for d in datasets if d in DATASETS]
+    return jobs
+
+
 def get_finetune_metrics(wildcards):
+    return [
+        f"results/finetune/{run}/{dataset}/seed{seed}/metrics.json"
+        for run, dataset in finetune_jobs()
+        for seed in FINETUNE["seeds"]
+    ]
+
+
+# ---- kmer_baseline, linear_probe, make_tables ------------------------------------------------
+
+
+def get_kmer_metrics(wildcards):
+    if not config["kmer_baseline"]["enabled"]:
+        return []
     return expand(
-        "results/finetune/{run}/{dataset}/seed{seed}/metrics.json",
-        run=FINETUNE["runs"],
-        dataset=sorted(DATASETS),
-        seed=FINETUNE["seeds"],
+        "results/kmer_baseline/{dataset}/seed0/metrics.json", dataset=sorted(DATASETS)
     )
+
+
+def get_kmer_settings(wildcards):
+    return _json(config["kmer_baseline"].get("settings", {}))
+
+
+def probe_jobs():
+    """Every tokenizer, sweep variants included, on the probe datasets (Tables 1 and 7)."""
+    datasets = [d for d in config["probe"]["datasets"] if d in DATASETS]
+    return [(tokenizer, d) for tokenizer in sorted(TOKENIZERS) for d in datasets]
+
+
+def get_probe_metrics(wildcards):
+    return [
+        f"results/probe/{tokenizer}/{dataset}/metrics.json"
+        for tokenizer, dataset in probe_jobs()
+    ]
+
+
+def get_probe_inputs(wildcards):
+    return {
+        **tokenizer_files(wildcards.tokenizer),
+        "dataset": expand(
+            "results/datasets/{dataset}/{split}.parquet",
+            dataset=wildcards.dataset,
+            split=SPLITS,
+        ),
+    }
+
+
+def get_probe_settings(wildcards):
+    return _json(config["probe"].get("settings", {}))
+
+
+def tokenizer_type(name):
+    entry = TOKENIZERS[name]
+    if "type" in entry:
+        return entry["type"]
+    return json.loads((Path(entry["path"]) / "config.json").read_text()).get("type", "")
+
+
+def get_table_inputs(wildcards):
+    return {
+        "finetune": get_finetune_metrics(wildcards),
+        "kmer": get_kmer_metrics(wildcards),
+        "probe": get_probe_metrics(wildcards),
+        "tokenizers": expand(
+            "results/tokenizers/{tokenizer}/metrics.json",
+            tokenizer=trained_tokenizers(),
+        ),
+        "published": sorted(
+            str(p)
+            for p in Path(workflow.basedir, "resources", "published").glob("*.csv")
+        ),
+    }
+
+
+def get_tables_plan(wildcards):
+    """What the tables need to know of the config: each run's tokenizer and type, sweep values."""
+    runs = sorted({run for run, _ in finetune_jobs()})
+    return _json(
+        {
+            "runs": {
+                run: {
+                    "tokenizer": RUNS[run]["tokenizer"],
+                    "type": tokenizer_type(RUNS[run]["tokenizer"]),
+                    "variant_of": VARIANT_OF["runs"].get(run),
+                    "ablation": SWEEP_OF["runs"].get(run, []),
+                }
+                for run in runs
+            },
+            "tokenizers": {
+                name: {
+                    "type": tokenizer_type(name),
+                    "variant_of": VARIANT_OF["tokenizers"].get(name),
+                    "ablation": SWEEP_OF["tokenizers"].get(name, []),
+                }
+                for name in sorted(TOKENIZERS)
+            },
+        }
+    )
+
+
+TABLE_FILES = [f"table{n}" for n in range(1, 8)] + ["summary"]
 
 
 def get_final_outputs(wildcards):
     """Everything `snakemake` builds by default: tokens of every genome, tokenizer metrics, tables."""
     outputs = expand(
         "results/tokens/{tokenizer}/{genome}.parquet",
-        tokenizer=sorted(TOKENIZERS),
+        tokenizer=sorted(set(TOKENIZERS) - set(VARIANT_OF["tokenizers"])),
         genome=sorted(GENOMES),
     )
     outputs += expand(
         "results/tokenizers/{tokenizer}/metrics.json", tokenizer=trained_tokenizers()
     )
     outputs += expand("results/pretrain/{run}/model.safetensors", run=pretrained_runs())
-    if FINETUNE["runs"]:
-        outputs += ["results/tables/summary.csv", "results/tables/summary.md"]
+    outputs += expand(
+        "results/tables/{table}.{suffix}", table=TABLE_FILES, suffix=["csv", "md"]
+    )
     return outputs

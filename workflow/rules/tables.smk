@@ -1,18 +1,23 @@
 rule make_tables:
     input:
-        get_finetune_metrics,
+        unpack(get_table_inputs),
     output:
-        csv="results/tables/summary.csv",
-        markdown="results/tables/summary.md",
+        expand(
+            "results/tables/{table}.{suffix}", table=TABLE_FILES, suffix=["csv", "md"]
+        ),
     log:
-        "logs/make_tables/summary.log",
+        "logs/make_tables/tables.log",
     conda:
         ENV
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=2000,
         runtime=10,
     params:
+        plan=get_tables_plan,
+        published=lambda wildcards, input: folder_of(input.published[0]),
+        folder=lambda wildcards, output: folder_of(output[0]),
         version=STAGE_VERSIONS["make_tables"],
     shell:
-        "python -m vqdna tables --csv {output.csv} --markdown {output.markdown} {input} > {log} 2>&1"
+        "python -m vqdna tables --plan {params.plan:q} --published {params.published} --output-dir {params.folder}"
+        " {input.finetune} {input.kmer} {input.probe} {input.tokenizers} > {log} 2>&1"

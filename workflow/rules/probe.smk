@@ -1,0 +1,29 @@
+rule linear_probe:
+    input:
+        unpack(get_probe_inputs),
+    output:
+        metrics="results/probe/{tokenizer}/{dataset}/metrics.json",
+        predictions="results/probe/{tokenizer}/{dataset}/predictions.parquet",
+    log:
+        "logs/linear_probe/{tokenizer}/{dataset}.log",
+    wildcard_constraints:
+        tokenizer=_alternatives(TOKENIZERS),
+        dataset=_alternatives(DATASETS),
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=2 * 60,
+    params:
+        spec=get_finetune_spec,
+        settings=get_probe_settings,
+        tokenizer=tokenizer_folder,
+        dataset=dataset_folder,
+        folder=output_folder,
+        version=STAGE_VERSIONS["linear_probe"],
+    shell:
+        "python -m vqdna probe --features tokenizer --spec {params.spec:q} --settings {params.settings:q}"
+        " --tokenizer {params.tokenizer} --dataset {params.dataset} --output {params.folder}"
+        " --threads {threads} > {log} 2>&1"
