@@ -318,3 +318,46 @@ def test_a_gue_dataset_inside_an_archive_is_fetched_unpacked_once_and_prepared(w
         ours = pq.read_table(tmp_path / f"results/datasets/prom_core_notata/{split}.parquet")
         from_folder = pq.read_table(workflow_run.path(f"results/datasets/prom_core_notata/{split}.parquet"))
         assert ours.select(["sequence", "label"]).equals(from_folder.select(["sequence", "label"]))
+
+
+def _job_counts(output: str) -> dict[str, int]:
+    """The `Job stats` table of a dry run: rule -> job count."""
+    lines = output[output.index("Job stats:") :].splitlines()[3:]
+    counts = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def test_reproduce_dry_run_plans_every_table_job():
+    """config/reproduce.yaml: datasets x seeds x runs, sweep variants, probes and baselines, counted from the sheets."""
+    result = _in_repo("--dry-run", "--cores", "1", "--directory", str(REPO), "--configfile", "config/reproduce.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = _job_counts(result.stdout + result.stderr)
+    config = yaml.safe_load((REPO / "config" / "reproduce.yaml").read_text())
+    with open(REPO / "config" / "reproduce" / "datasets.tsv") as handle:
+        datasets = list(csv.DictReader(handle, delimiter="\t"))
+    with open(REPO / "config" / "reproduce" / "genomes.tsv") as handle:
+        genomes = list(csv.DictReader(handle, delimiter="\t"))
+    usable = [d for d in datasets if not d["source"].startswith("resources/eep/")]  # EEP data is the user's to place
+    assert len(datasets) == 34 and len(usable) == 31
+    seeds = len(config["finetune"]["seeds"])
+    runs = config["finetune"]["runs"]
+    sweeps = config["ablations"]
+    # A sweep value equal to the base's own setting is the base itself, not a new tokenizer or run.
+    new_tokenizers = sum(
+        v != config["tokenizers"][t].get(s["key"]) for s in sweeps.values() for t in s.get("tokenizers", []) for v in s["values"]
+    )
+    new_runs = sum(v != config["runs"][r].get(s["key"]) for s in sweeps.values() for r in s.get("runs", []) for v in s["values"])
+    tokenizers = len(config["tokenizers"]) + new_tokenizers
+    assert counts["prepare_dataset"] == len(usable) == counts["kmer_baseline"]
+    assert counts["finetune"] == len(runs) * len(usable) * seeds + new_runs * len(sweeps["mask_ratio"]["datasets"]) * seeds == 222
+    assert counts["pretrain_mlm"] == len(config["runs"]) + new_runs == 8
+    assert counts["train_tokenizer"] == counts["evaluate_tokenizer"] == counts["linear_probe"] == tokenizers == 19
+    assert counts["tokenize_genome"] == 2 * len(genomes)  # the two tokenizers the runs pretrain on
+    assert counts["download_genome"] == counts["make_windows"] == len(genomes)
+    assert counts["download_assembly_report"] == sum(bool(g["assembly_report"]) for g in genomes) == 5
+    assert counts["download_archive"] == counts["unpack_archive"] == counts["make_tables"] == 1

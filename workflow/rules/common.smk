@@ -612,11 +612,20 @@ def get_tables_plan(wildcards):
 TABLE_FILES = [f"table{n}" for n in range(1, 8)] + ["summary"]
 
 
+def tokenized_tokenizers():
+    """Every genome is tokenized by the tokenizers runs pretrain on (all of them when no run is configured).
+
+    Baselines that only serve Table 1's probe, and sweep variants, tokenize datasets, not genomes.
+    """
+    used = {run["tokenizer"] for run in RUNS.values()}
+    return sorted(used or set(TOKENIZERS) - set(VARIANT_OF["tokenizers"]))
+
+
 def get_final_outputs(wildcards):
     """Everything `snakemake` builds by default: tokens of every genome, tokenizer metrics, tables."""
     outputs = expand(
         "results/tokens/{tokenizer}/{genome}.parquet",
-        tokenizer=sorted(set(TOKENIZERS) - set(VARIANT_OF["tokenizers"])),
+        tokenizer=tokenized_tokenizers(),
         genome=sorted(GENOMES),
     )
     outputs += expand(
