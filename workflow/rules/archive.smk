@@ -1,6 +1,7 @@
 rule download_archive:
     output:
-        archive="resources/archives/{archive}.zip",
+        # Removed once unpacked: the sidecar keeps its sha256 and where it came from.
+        archive=temp("resources/archives/{archive}.zip"),
         source="resources/archives/{archive}.zip.source.json",
     log:
         "logs/download_archive/{archive}.log",
