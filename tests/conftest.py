@@ -86,6 +86,10 @@ def workflow_config(test_data: Path) -> dict:
             },
         },
         "finetune": {"runs": ["tiny", "tiny_kmer"], "seeds": [0], "lora": {"r": 8, "alpha": 16, "dropout": 0.05}},
+        # Every table path on CPU: the k-mer floor on each dataset (default), a probe of every tokenizer,
+        # and a Table 7a sweep (one more tokenizer: K = 256; the base's 512 is itself).
+        "probe": {"datasets": ["prom_core_notata"]},
+        "ablations": {"code_size": {"key": "codebook_size", "tokenizers": ["vq512"], "values": [256, 512]}},
     }
 
 
@@ -102,6 +106,10 @@ def workflow_datasets(test_data: Path) -> list[dict]:
         dict(dataset="prom_core_notata", group="CPD", task="classification", num_labels=2, metric="mcc",
              source=str(prom), genomes="", max_train_samples=3000, max_length=70, epochs=2, batch_size=32,
              learning_rate=1e-3, warmup_steps=20),
+        # GUE mouse TF 0 (Table 4): a 1500-row training subset, the full real test split.
+        dict(dataset="mouse_tf_0", group="TFP-M", task="classification", num_labels=2, metric="mcc",
+             source=str(test_data / "gue" / "mouse" / "0"), genomes="", max_train_samples=1500, max_length=101, epochs=1,
+             batch_size=32, learning_rate=1e-3, warmup_steps=10),
         dict(dataset="phage_vs_virus", group="SPECIES", task="classification", num_labels=2, metric="mcc",
              source="", genomes="lambda_phage,sars_cov_2", max_train_samples="", max_length=64, epochs=3,
              batch_size=32, learning_rate=1e-3, warmup_steps=5),
