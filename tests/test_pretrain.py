@@ -139,6 +139,36 @@ def test_the_cli_with_two_processes_restarts_itself_under_torchrun(corpus, tmp_p
     assert not (tmp_path / "state").exists()
 
 
+def test_two_nodes_meet_at_a_rendezvous_and_equal_one_process(corpus, tmp_path):
+    """Multi-node launch as srun runs it: the same command once per "node" (here two on this host), c10d rendezvous."""
+    port = _free_port()
+    command = [
+        sys.executable, "-m", "vqdna", "pretrain", "--name", "tiny_run", "--settings", json.dumps(RUN),
+        "--tokenizer", str(corpus["tokenizer"]), "--tokens", str(corpus["tokens"]), "--output", str(tmp_path / "ddp"),
+        "--state", str(tmp_path / "state"), "--nodes", "2", "--processes", "1",
+        "--rdzv-endpoint", f"127.0.0.1:{port}", "--threads", "1", "--device", "cpu",
+    ]
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "SLURM_JOB_ID")}
+    nodes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outcomes = [node.communicate(timeout=300) for node in nodes]
+    for node, (_, stderr) in zip(nodes, outcomes):
+        assert node.returncode == 0, stderr[-2000:]
+    assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["processes"] == 2
+    _run(corpus, tmp_path / "single")
+    _assert_weights_close(tmp_path / "single", tmp_path / "ddp", atol=1e-5)
+
+
+def test_several_nodes_outside_slurm_without_an_endpoint_is_a_one_line_error(corpus, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("SLURM_JOB_NODELIST", "VQDNA_RDZV_ENDPOINT", "LOCAL_RANK")}
+    command = [
+        sys.executable, "-m", "vqdna", "pretrain", "--name", "tiny_run", "--settings", json.dumps(RUN),
+        "--tokenizer", str(corpus["tokenizer"]), "--tokens", str(corpus["tokens"]), "--output", str(tmp_path / "out"), "--nodes", "2",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 1 and "VQDNA_RDZV_ENDPOINT" in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "out").exists()
+
+
 # -- checkpoints and resume -------------------------------------------------------------------------
 
 LONG = {**RUN, "encoder": TINY_ENCODER, "steps": 12, "checkpoint_every": 3}  # dropout on: the RNG must resume too

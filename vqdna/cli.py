@@ -109,9 +109,11 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    if args.processes > 1 and "LOCAL_RANK" not in os.environ:  # not started by torchrun yet: become torchrun
+    if (args.processes > 1 or args.nodes > 1) and "LOCAL_RANK" not in os.environ:  # not started by torchrun yet
+        from vqdna.distributed import torchrun_command
+
         # exec, not a child: SLURM's SIGTERM then reaches torchrun, which passes it to every rank.
-        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.processes}"]
+        launch = torchrun_command(args.processes, args.nodes, args.rdzv_endpoint)
         os.execv(sys.executable, [*launch, "-m", "vqdna", *args.argv])
     from vqdna.lm.pretrain import pretrain
 
@@ -281,6 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--processes", type=int, default=1,
         help="data-parallel processes on this node (one per GPU); above 1 the command restarts itself under torchrun",
+    )
+    p.add_argument(
+        "--nodes", type=int, default=1,
+        help="nodes of the run; above 1, run the command once per node (srun --ntasks-per-node 1): they meet at a rendezvous",
+    )
+    p.add_argument(
+        "--rdzv-endpoint", default=None,
+        help="HOST:PORT the nodes meet at (default: $VQDNA_RDZV_ENDPOINT, else the SLURM job's first node, port 29400)",
     )
     compute_options(p)
 

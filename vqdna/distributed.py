@@ -7,9 +7,44 @@ under ``python -m vqdna`` and under ``torchrun``.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import torch
 import torch.distributed as dist
+
+from vqdna import VqdnaError
+
+
+RDZV_PORT = 29400
+
+
+def torchrun_command(processes: int, nodes: int = 1, rdzv_endpoint: str | None = None, run_id: str | None = None) -> list[str]:
+    """``python -m torch.distributed.run`` arguments that start ``processes`` ranks on each of ``nodes`` nodes.
+
+    One node: ``--standalone``. Several: the command runs once per node (``srun
+    --ntasks-per-node 1`` in a SLURM job) and the nodes meet at a c10d
+    rendezvous on ``rdzv_endpoint``: given, else ``$VQDNA_RDZV_ENDPOINT``, else
+    the job's first node (``$SLURM_JOB_NODELIST`` through ``scontrol``) on port
+    29400. ``run_id`` (default ``$SLURM_JOB_ID``) keeps two jobs apart.
+    """
+    launch = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={processes}"]
+    if nodes <= 1:
+        return [*launch, "--standalone"]
+    endpoint = rdzv_endpoint or os.environ.get("VQDNA_RDZV_ENDPOINT") or f"{_first_slurm_node()}:{RDZV_PORT}"
+    run_id = run_id or os.environ.get("SLURM_JOB_ID") or "vqdna"
+    return [*launch, f"--nnodes={nodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}", f"--rdzv-id={run_id}"]
+
+
+def _first_slurm_node() -> str:
+    nodelist = os.environ.get("SLURM_JOB_NODELIST")
+    if not nodelist:
+        raise VqdnaError("pretraining on several nodes needs a rendezvous: run it in a SLURM job or set VQDNA_RDZV_ENDPOINT=HOST:PORT")
+    try:
+        hosts = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError) as err:
+        raise VqdnaError(f"could not expand SLURM_JOB_NODELIST={nodelist} with scontrol ({err}); set VQDNA_RDZV_ENDPOINT=HOST:PORT") from None
+    return hosts[0]
 
 
 def join_process_group() -> tuple[int, int]:
