@@ -6,6 +6,7 @@ import csv
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pysam
@@ -224,3 +225,26 @@ def test_genome_classification_without_windows_for_a_genome_is_an_error(genome_w
     windows = {genome: info["windows"] for genome, info in genome_windows.items()}
     with pytest.raises(VqdnaError, match="ecoli"):
         prepare_dataset(spec, tmp_path, windows)
+
+
+def test_eep_regression_csvs_keep_float_efficiencies(tmp_path):
+    """EEP's format (63-nt gRNA target sites, a measured editing efficiency per row), as users place it."""
+    rng = np.random.default_rng(3)
+    rows = {}
+    expected = {}
+    for split, count in (("train", 20), ("dev", 5), ("test", 6)):
+        sequences = ["".join(rng.choice(list("ACGT"), 63)) for _ in range(count)]
+        efficiencies = rng.random(count).round(4)
+        expected[split] = list(zip(sequences, efficiencies.tolist()))
+        rows[split] = "sequence,label\n" + "".join(f"{s},{e}\n" for s, e in expected[split])
+    folder = _write_gue_folder(tmp_path / "k562", rows)
+    spec = _spec("eep_k562", task="regression", num_labels=1, metric="spearman", max_length=63, source=str(folder))
+    counts = prepare_dataset(spec, tmp_path / "out")
+    assert counts == {"train": 20, "dev": 5, "test": 6}
+    for split in SPLITS:
+        table = pq.read_table(tmp_path / "out" / f"{split}.parquet")
+        assert table.schema.field("label").type == pa.float64()
+        assert _rows(tmp_path / "out" / f"{split}.parquet") == expected[split]
+    with pytest.raises(VqdnaError, match=r"train\.csv line 2: label 'high' is not a number"):
+        bad = _write_gue_folder(tmp_path / "bad", {"train": "sequence,label\nACGT,high\n"})
+        prepare_dataset(_spec("bad", task="regression", num_labels=1, metric="spearman", source=str(bad)), tmp_path / "bad_out")

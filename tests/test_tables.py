@@ -110,6 +110,8 @@ def paper_tables(tmp_path):
         finetune("hrq_bert_mask_ratio0.15", "emp_h3", 0, "mcc", 0.75),
         _write(tmp_path, "kmer_baseline/prom_300_all/seed0/metrics.json",
                {"dataset": "prom_300_all", "group": "PD", "metric": "mcc", "seed": 0, "test": {"mcc": 0.85}}),
+        _write(tmp_path, "kmer_baseline/covid/seed0/metrics.json",
+               {"dataset": "covid", "group": "CVC", "metric": "f1", "seed": 0, "test": {"f1": 0.60}}),
         _write(tmp_path, "probe/hrq/covid/metrics.json", {"dataset": "covid", "metric": "f1", "test": {"f1": 0.45}, "token_usage": 0.99}),
         _write(tmp_path, "probe/hrq_code_size128/covid/metrics.json", {"dataset": "covid", "metric": "f1", "test": {"f1": 0.40}}),
         _write(tmp_path, "tokenizers/hrq/metrics.json", {"reconstruction_accuracy": 0.997}),
@@ -148,6 +150,7 @@ def test_table1_table7_and_the_covid_f1(paper_tables):
     assert float(table1[("", "hrq", "lin")]["delta"]) == pytest.approx(45.0 - 48.87)
     assert float(table1[("", "hrq", "ft")]["value"]) == pytest.approx(70.0)
     assert table1[("", "kmer6", "lin")]["value"] == ""
+    assert float(table1[("", "kmer_lr", "ft")]["value"]) == pytest.approx(60.0)  # the floor in every table
     table7 = _csv_cells(paper_tables / "table7.csv")
     assert float(table7[("code_size", "128 hrq_code_size128", "hrq_rec")]["value"]) == pytest.approx(98.0)
     assert float(table7[("code_size", "128 hrq_code_size128", "hrq_rec")]["delta"]) == pytest.approx(98.0 - 98.4)
