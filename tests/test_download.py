@@ -251,3 +251,27 @@ def test_missing_local_source_is_an_error_naming_genome_and_source(tmp_path):
         fetch_genome("lambda", str(source), output)
     assert "lambda" in str(caught.value) and str(source) in str(caught.value)
     assert _entries(output.parent) == []
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".csv"])
+def test_a_prepared_corpus_of_sequences_becomes_a_genome_of_one_record_per_sequence(tmp_path, suffix):
+    sequences = ["ACGTNACGTA", "ggccaattgg", "TTTTRYAAAA"]
+    if suffix == ".csv":
+        text = "id,sequence\n" + "".join(f"s{i},{s}\n" for i, s in enumerate(sequences)) + "\n"
+    else:
+        text = "\n".join(sequences[:2]) + "\n\n" + sequences[2] + "\n"
+    source = tmp_path / f"corpus{suffix}"
+    source.write_text(text)
+    record = fetch_genome("corpus", str(source), tmp_path / "out" / "corpus.fa.gz")
+    assert record["contigs"] == 3 and record["length"] == 30
+    with pysam.FastaFile(str(tmp_path / "out" / "corpus.fa.gz")) as fasta:
+        assert [fasta.fetch(name) for name in fasta.references] == sequences
+        assert fasta.references[2] == "line4"  # named by its line in the table, blank lines counted
+
+
+def test_a_corpus_with_a_bad_character_names_its_line_and_leaves_nothing(tmp_path):
+    source = tmp_path / "corpus.txt"
+    source.write_text("ACGT\nAC-GT\n")
+    with pytest.raises(VqdnaError, match=r"corpus\.txt line 2: character '-'"):
+        fetch_genome("corpus", str(source), tmp_path / "out" / "corpus.fa.gz")
+    assert not any((tmp_path / "out").glob("corpus*"))

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from vqdna import VqdnaError, __version__
-from vqdna.genome import index_fasta, write_bgzip_fasta
+from vqdna.genome import index_fasta, is_sequence_table, sequences_to_fasta, write_bgzip_fasta
 
 MIRROR_ENV = "VQDNA_MIRROR"
 REMOTE_SCHEMES = ("http", "https", "ftp")
@@ -147,7 +147,11 @@ def fetch_genome(
     try:
         raw, origin, actual = _verified_raw(f"genome {genome}", source, expected, resolve_mirror(mirror), work)
         fasta = work / output.name
-        contigs = write_bgzip_fasta(raw, fasta, label=origin)
+        fasta_source = raw
+        if is_sequence_table(raw.name):  # an already-prepared corpus of sequences, not a genome
+            fasta_source = work / "sequences.fa"
+            sequences_to_fasta(raw, fasta_source, label=origin)
+        contigs = write_bgzip_fasta(fasta_source, fasta, label=origin)
         index_fasta(fasta)
         record = {
             "genome": genome,

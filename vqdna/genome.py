@@ -8,6 +8,7 @@ windows are cut (:func:`normalise_sequence`).
 
 from __future__ import annotations
 
+import csv
 import gzip
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,6 +150,47 @@ def write_bgzip_fasta(source: str | Path, destination: str | Path, *, label: str
     finally:
         out.close()
     return contigs
+
+
+SEQUENCE_TABLE_SUFFIXES = (".txt", ".csv", ".txt.gz", ".csv.gz")
+
+
+def is_sequence_table(name: str) -> bool:
+    """An already-prepared corpus: one sequence per line (.txt) or a CSV with a ``sequence`` column."""
+    return name.lower().endswith(SEQUENCE_TABLE_SUFFIXES)
+
+
+def sequences_to_fasta(source: str | Path, destination: str | Path, *, label: str | None = None) -> int:
+    """Write a sequence table as FASTA, one record ``line{N}`` per sequence (N: its line in ``source``).
+
+    Every sequence is checked here, so an error names the table's own line.
+    Empty lines are skipped; returns the number of records.
+    """
+    label = label or str(source)
+    is_csv = str(source).lower().removesuffix(".gz").endswith(".csv")
+    records = 0
+    with open_maybe_gzip(source) as raw, open(destination, "w") as out:
+        lines = (line.decode("utf-8-sig" if n == 1 else "utf-8").rstrip("\r\n") for n, line in enumerate(raw, start=1))
+        rows = csv.reader(lines) if is_csv else ([line] for line in lines)
+        column = 0
+        for line_no, row in enumerate(rows, start=1):
+            if is_csv and line_no == 1:
+                names = [c.strip().lower() for c in row]
+                if "sequence" not in names:
+                    raise VqdnaError(f"{label} line 1: a CSV corpus needs a 'sequence' column, found {row!r}")
+                column = names.index("sequence")
+                continue
+            sequence = row[column].strip() if len(row) > column else ""
+            if not sequence:
+                continue
+            bad = sequence.encode().translate(None, _ALLOWED_BYTES)
+            if bad:
+                raise VqdnaError(f"{label} line {line_no}: character {chr(bad[0])!r} is not a nucleotide (ACGT or an IUPAC code)")
+            out.write(f">line{line_no}\n{sequence}\n")
+            records += 1
+    if records == 0:
+        raise VqdnaError(f"{label}: no sequences")
+    return records
 
 
 def index_fasta(path: str | Path) -> None:
