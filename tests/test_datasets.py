@@ -248,3 +248,19 @@ def test_eep_regression_csvs_keep_float_efficiencies(tmp_path):
     with pytest.raises(VqdnaError, match=r"train\.csv line 2: label 'high' is not a number"):
         bad = _write_gue_folder(tmp_path / "bad", {"train": "sequence,label\nACGT,high\n"})
         prepare_dataset(_spec("bad", task="regression", num_labels=1, metric="spearman", source=str(bad)), tmp_path / "bad_out")
+
+
+def test_emp_h3_without_a_train_split_trains_on_90_percent_of_dev_and_says_so(test_data, tmp_path):
+    folder = test_data / "gue" / "EMP" / "H3"
+    spec = _spec("emp_h3", source=str(folder), max_length=500, train_from="dev")
+    counts = prepare_dataset(spec, tmp_path / "out")
+    dev_rows, test_rows = _read_csv(folder / "dev.csv"), _read_csv(folder / "test.csv")
+    assert counts["train"] + counts["dev"] == len(dev_rows) and counts["test"] == len(test_rows)
+    assert counts["train"] == round(0.9 * len(dev_rows))
+    train, dev = _rows(tmp_path / "out" / "train.parquet"), _rows(tmp_path / "out" / "dev.parquet")
+    assert Counter(train) + Counter(dev) == Counter((s.upper(), label) for s, label in dev_rows)
+    assert _rows(tmp_path / "out" / "test.parquet") == [(s.upper(), label) for s, label in test_rows]
+    meta = pq.read_schema(tmp_path / "out" / "train.parquet").metadata
+    assert b"trained on a seeded 90% of dev.csv" in meta[b"vqdna.nonstandard"]
+    with pytest.raises(VqdnaError, match="train.csv not found"):
+        prepare_dataset(_spec("emp_h3", source=str(folder), max_length=500), tmp_path / "standard")

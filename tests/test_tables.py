@@ -108,6 +108,8 @@ def paper_tables(tmp_path):
         finetune("hrq_bert", "covid", 0, "f1", 0.70),
         finetune("hrq_bert", "emp_h3", 0, "mcc", 0.80),
         finetune("hrq_bert_mask_ratio0.15", "emp_h3", 0, "mcc", 0.75),
+        _write(tmp_path, "kmer_baseline/emp_h3/seed0/metrics.json",
+               {"dataset": "emp_h3", "group": "EMP", "metric": "mcc", "seed": 0, "test": {"mcc": 0.55}, "train_from": "dev"}),
         _write(tmp_path, "kmer_baseline/prom_300_all/seed0/metrics.json",
                {"dataset": "prom_300_all", "group": "PD", "metric": "mcc", "seed": 0, "test": {"mcc": 0.85}}),
         _write(tmp_path, "kmer_baseline/covid/seed0/metrics.json",
@@ -177,3 +179,11 @@ def test_average_rank_by_hand_with_ties_and_missing_entries():
     assert ranks == {"a": pytest.approx((1.5 + 2) / 2), "b": pytest.approx((3 + 1) / 2), "ours": pytest.approx(1.5)}
     counted = {c.row: c.text for c in table if c.column == "datasets_ranked"}
     assert counted == {"a": "2", "b": "2", "ours": "1"}
+
+
+def test_a_result_trained_on_the_dev_split_is_marked_nonstandard(paper_tables):
+    cells = _csv_cells(paper_tables / "table5.csv")
+    assert cells[("", "kmer_lr", "emp_h3")]["note"] == "nonstandard"
+    assert cells[("", "hrq_bert", "emp_h3")]["note"] == ""
+    markdown = (paper_tables / "table5.md").read_text()
+    assert "| 55.00* |" in markdown and "trained on a split the benchmark does not give" in markdown

@@ -187,8 +187,7 @@ def test_results_table_has_a_row_per_run_and_dataset(workflow_run):
     with open(workflow_run.path("results/tables/summary.csv")) as handle:
         rows = list(csv.DictReader(handle))
     assert sorted((r["run"], r["dataset"]) for r in rows) == [
-        ("tiny", "mouse_tf_0"), ("tiny", "phage_vs_virus"), ("tiny", "prom_core_notata"),
-        ("tiny_kmer", "mouse_tf_0"), ("tiny_kmer", "phage_vs_virus"), ("tiny_kmer", "prom_core_notata"),
+        (run, dataset) for run in ("tiny", "tiny_kmer") for dataset in ("emp_h3", "mouse_tf_0", "phage_vs_virus", "prom_core_notata")
     ]
     assert "prom_core_notata" in workflow_run.path("results/tables/summary.md").read_text()
 
@@ -210,6 +209,9 @@ def test_all_seven_paper_tables_come_out_with_our_real_cells_and_the_rest_missin
     assert float(table3[("", "kmer_lr", "prom_core_notata")]["value"]) == pytest.approx(100 * floor["test"]["mcc"], abs=1e-3)
     table4 = _table_cells(workflow_run.path("results/tables/table4.csv"))
     assert table4[("", "tiny_kmer", "mouse_tf_0")]["value"] != "" and table4[("", "tiny", "covid")]["value"] == ""
+    table5 = _table_cells(workflow_run.path("results/tables/table5.csv"))
+    assert table5[("", "tiny", "emp_h3")]["note"] == "nonstandard"  # trained on GUE's dev split: marked
+    assert "*" in next(line for line in workflow_run.path("results/tables/table5.md").read_text().splitlines() if line.startswith("| tiny "))
     table7 = _table_cells(workflow_run.path("results/tables/table7.csv"))
     swept = json.loads(workflow_run.path("results/tokenizers/vq512_code_size256/metrics.json").read_text())
     cell = table7[("code_size", "256 vq512_code_size256", "vqdna_rec")]

@@ -65,6 +65,7 @@ class DatasetSpec:
     description: str = ""
     seed: int = 0
     kind: str = ""  # csv | genome_tiles | species; empty: csv with a source, genome_tiles with genomes
+    train_from: str = ""  # "dev": a folder without train.csv trains on 90% of dev.csv (non-standard, marked in the tables)
     split_samples: str = ""  # species: "train=5000,dev=5000,test=5000"
     train_chromosomes: str = ""  # species: comma-separated; empty: every chromosome not in dev or test
     dev_chromosomes: str = ""  # species: empty: HyenaDNA's 1,3,12,13
@@ -75,6 +76,8 @@ class DatasetSpec:
         self.kind = self.kind or ("genome_tiles" if self.genomes and not self.source else "csv")
         if self.kind not in KINDS:
             raise VqdnaError(f"dataset {self.dataset}: kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.train_from not in ("", "dev"):
+            raise VqdnaError(f"dataset {self.dataset}: train_from must be empty or dev, got {self.train_from!r}")
 
     def species_settings(self) -> SpeciesSettings:
         chosen: dict = {"seed": self.seed}
@@ -141,7 +144,7 @@ def _fetch_csv_splits(spec: DatasetSpec, archives_dir: Path) -> dict[str, tuple[
     """split -> (raw bytes, where they came from), from a local folder, a folder of an unpacked archive or a URL prefix."""
     out = {}
     folder = resolve_archive_source(spec.source, archives_dir) if is_archive_source(spec.source) else Path(spec.source).expanduser()
-    for split in SPLITS:
+    for split in [s for s in SPLITS if not (spec.train_from == "dev" and s == "train")]:
         if is_remote(spec.source):
             url = spec.source.rstrip("/") + f"/{split}.csv"
             with tempfile.TemporaryDirectory() as tmp:
@@ -199,6 +202,16 @@ def _genome_classification(spec: DatasetSpec, windows: dict[str, Path]) -> dict[
     return out
 
 
+def _split_dev(dev: tuple[list[str], list], seed: int) -> tuple[tuple[list[str], list], tuple[list[str], list]]:
+    """(train, dev) from one split: a seeded 90/10 cut, for a benchmark folder that ships no train split."""
+    sequences, labels = dev
+    order = np.random.default_rng(seed).permutation(len(sequences))
+    cut = int(round(0.9 * len(order)))
+    parts = [sorted(order[:cut]), sorted(order[cut:])]
+    train, held = (([sequences[i] for i in rows], [labels[i] for i in rows]) for rows in parts)
+    return train, held
+
+
 def _species(spec: DatasetSpec, fastas: dict[str, Path], reports: dict[str, Path]) -> dict[str, tuple[list[str], list[int]]]:
     missing = [g for g in spec.genome_list if g not in fastas]
     if missing:
@@ -246,6 +259,9 @@ def prepare_dataset(
         splits = {split: _read_csv_split(raw.decode("utf-8-sig"), where, spec) for split, (raw, where) in fetched.items()}
         provenance["source"] = spec.source
         provenance["source_sha256"] = digest
+        if spec.train_from == "dev":
+            splits["train"], splits["dev"] = _split_dev(splits["dev"], spec.seed)
+            provenance["nonstandard"] = "no train split: trained on a seeded 90% of dev.csv, dev is the other 10%"
     else:
         raise VqdnaError(f"dataset {spec.dataset}: give either a source (CSV folder or URL) or genomes")
 

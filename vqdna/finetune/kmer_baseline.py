@@ -272,6 +272,7 @@ def result_record(spec: DatasetSpec, seed: int, method: str, test_metrics: dict,
         fit.parameter: fit.value,
         "selection": fit.selection,
         "train_seconds": round(train_seconds, 2),
+        "train_from": spec.train_from or None,
     }
 
 

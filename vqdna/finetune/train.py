@@ -250,6 +250,7 @@ def finetune(
         "metric": spec.metric,
         "num_labels": spec.num_labels if spec.task == "classification" else 1,
         "max_length": spec.max_length,
+        "train_from": spec.train_from or None,  # "dev": non-standard training split, marked in the tables
         "seed": seed,
         "test": test_metrics,
         "best_epoch": best_epoch,

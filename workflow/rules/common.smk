@@ -50,6 +50,7 @@ DATASET_BUILD_KEYS = {
     "max_train_samples",
     "max_length",
     "kind",
+    "train_from",
     "split_samples",
     "train_chromosomes",
     "dev_chromosomes",
