@@ -187,3 +187,12 @@ def test_a_result_trained_on_the_dev_split_is_marked_nonstandard(paper_tables):
     assert cells[("", "hrq_bert", "emp_h3")]["note"] == ""
     markdown = (paper_tables / "table5.md").read_text()
     assert "| 55.00* |" in markdown and "trained on a split the benchmark does not give" in markdown
+
+
+def test_the_plan_is_read_from_json_text_or_a_file(tmp_path):
+    from vqdna.tables import read_plan
+
+    text = json.dumps(PLAN)  # the rule passes it inline: longer than a file name may be
+    assert read_plan(text * 1 if len(text) > 255 else text)["runs"] == PLAN["runs"]
+    (tmp_path / "plan.json").write_text(text)
+    assert read_plan(str(tmp_path / "plan.json"))["tokenizers"] == PLAN["tokenizers"]

@@ -192,9 +192,14 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
-    from vqdna.inspect import inspect_path
+    from vqdna.inspect import decode_row, inspect_path
 
-    print(inspect_path(args.path, rows=args.rows))
+    if args.decode is not None:
+        print(decode_row(args.path, args.decode, tokenizer_dir=args.tokenizer, windows_path=args.windows))
+        return
+    if args.windows is not None:
+        raise VqdnaError("inspect: --windows goes with --decode ROW")
+    print(inspect_path(args.path, rows=args.rows, summary=not args.no_summary, tokenizer_dir=args.tokenizer))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -364,9 +369,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-length", type=int, default=None, help="cut sequences to this many nt, as fine-tuning did (default: the run's max_length when its metrics.json records it, else no cut)")
 
-    p = add("inspect", cmd_inspect, "Show a Parquet artifact: schema, row count, vqdna metadata and a few rows.")
+    p = add(
+        "inspect",
+        cmd_inspect,
+        "Show a Parquet artifact: schema, row count, vqdna metadata and a few rows; for windows and tokens also "
+        "windows per contig and split, for tokens each level's code usage and perplexity; --decode shows one token row "
+        "decoded beside its window. Writes nothing.",
+    )
     p.add_argument("path")
     p.add_argument("--rows", type=int, default=5, help="rows to show (default 5)")
+    p.add_argument("--no-summary", action="store_true", help="skip the summaries that read the whole file (huge files)")
+    p.add_argument("--decode", type=int, default=None, metavar="ROW", help="decode token row ROW (0-based) beside its reference window, and nothing else")
+    p.add_argument(
+        "--tokenizer", default=None, metavar="DIR",
+        help="tokenizer folder (its hash must match the file's); default for --decode: results/tokenizers/{vqdna.tokenizer}; "
+        "for the summary it gives the true vocabulary sizes",
+    )
+    p.add_argument("--windows", default=None, metavar="PATH", help="windows file of --decode (default: results/windows/{vqdna.genome}.parquet)")
     return parser
 
 

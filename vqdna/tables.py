@@ -109,7 +109,7 @@ def read_plan(path_or_text: str) -> dict:
     ``variant_of``: the base a sweep generated this one from (None for the
     config's own); ``ablation``: ``[{axis, value}]``, every sweep it stands in.
     """
-    text = Path(path_or_text).read_text() if Path(path_or_text).is_file() else path_or_text
+    text = path_or_text if path_or_text.lstrip().startswith("{") else Path(path_or_text).read_text()
     plan = json.loads(text)
     plan.setdefault("runs", {})
     plan.setdefault("tokenizers", {})

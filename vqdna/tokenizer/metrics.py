@@ -32,8 +32,12 @@ def usage(codes: np.ndarray, codebook_size: int) -> float:
 
 
 def perplexity(codes: np.ndarray, codebook_size: int) -> float:
-    p = code_distribution(codes, codebook_size)
-    p = p[p > 0]
+    return perplexity_of_counts(np.bincount(codes.ravel().astype(np.int64), minlength=codebook_size))
+
+
+def perplexity_of_counts(counts: np.ndarray) -> float:
+    """exp(entropy) of the distribution that occurrence counts imply; counts accumulate over a file streamed in parts."""
+    p = counts[counts > 0] / max(1, counts.sum())
     return float(np.exp(-(p * np.log(p)).sum()))
 
 
