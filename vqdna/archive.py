@@ -25,7 +25,14 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit, urlunsplit
 
 from vqdna import VqdnaError, __version__
-from vqdna.download import MIRROR_ENV, download_file, is_remote, resolve_mirror, sha256_of, source_file_name
+from vqdna.download import (
+    MIRROR_ENV,
+    download_file,
+    is_remote,
+    resolve_mirror,
+    sha256_of,
+    source_file_name,
+)
 from vqdna.io import atomic_dir, atomic_path
 
 ZIP_MAGIC = b"PK\x03\x04"

@@ -15,7 +15,6 @@ import torch.distributed as dist
 
 from vqdna import VqdnaError
 
-
 RDZV_PORT = 29400
 
 

@@ -24,7 +24,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from vqdna import VqdnaError, __version__
-from vqdna.genome import index_fasta, is_sequence_table, sequences_to_fasta, write_bgzip_fasta
+from vqdna.genome import (
+    index_fasta,
+    is_sequence_table,
+    sequences_to_fasta,
+    write_bgzip_fasta,
+)
 
 MIRROR_ENV = "VQDNA_MIRROR"
 REMOTE_SCHEMES = ("http", "https", "ftp")

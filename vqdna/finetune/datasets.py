@@ -30,7 +30,11 @@ import pyarrow.parquet as pq
 from vqdna import VqdnaError
 from vqdna.archive import is_archive_source, resolve_archive_source
 from vqdna.download import download_file, is_remote
-from vqdna.finetune.species import SpeciesSettings, read_assembly_report, species_dataset
+from vqdna.finetune.species import (
+    SpeciesSettings,
+    read_assembly_report,
+    species_dataset,
+)
 from vqdna.genome import base_ids, normalise_sequence
 from vqdna.io import SPLITS, dataset_schema, parquet_writer, with_metadata
 

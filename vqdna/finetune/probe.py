@@ -44,7 +44,14 @@ from vqdna.finetune.kmer_baseline import (
     write_outputs,
 )
 from vqdna.io import SPLITS
-from vqdna.predict import Tokenizer, _encode, _matching_tokenizer, _torch_device, load_encoder, mean_pooled
+from vqdna.predict import (
+    Tokenizer,
+    _encode,
+    _matching_tokenizer,
+    _torch_device,
+    load_encoder,
+    mean_pooled,
+)
 from vqdna.tokenizer.api import VQTokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
