@@ -435,7 +435,9 @@ def get_dataset_inputs(wildcards):
     if archive_of(source):
         return [f"resources/archives/{archive_of(source)}"]
     if source and is_local(source):
-        return expand(f"{source.rstrip('/')}/{{split}}.csv", split=SPLITS)
+        from_dev = DATASETS[wildcards.dataset].get("train_from") == "dev"
+        splits = [s for s in SPLITS if not (from_dev and s == "train")]
+        return expand(f"{source.rstrip('/')}/{{split}}.csv", split=splits)
     return expand(
         "results/windows/{genome}.parquet", genome=get_dataset_genomes(wildcards)
     )
