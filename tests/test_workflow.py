@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import shutil
 import json
 import subprocess
 
@@ -397,3 +398,64 @@ def test_reproduce_dry_run_plans_every_table_job():
     assert counts["download_genome"] == counts["make_windows"] == len(genomes)
     assert counts["download_assembly_report"] == sum(bool(g["assembly_report"]) for g in genomes) == 5
     assert counts["download_archive"] == counts["unpack_archive"] == counts["make_tables"] == 1
+
+
+def _copy_of_the_run(workflow_run, tmp_path):
+    """The finished run in a folder of its own (mtimes and Snakemake's records kept), so a test may change its config."""
+    workdir = tmp_path / "run"
+    shutil.copytree(workflow_run.workdir, workdir, symlinks=True)
+    return workdir
+
+
+def _planned(workdir, *extra: str) -> dict[str, int]:
+    result = subprocess.run(
+        snakemake_command(workdir, "--dry-run", *extra), cwd=workdir, env=snakemake_env(), capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = result.stdout + result.stderr
+    return _job_counts(text) if "Job stats:" in text else {}
+
+
+def test_a_genome_added_to_the_sheet_is_the_only_one_downloaded_windowed_and_tokenized(workflow_run, test_data, tmp_path):
+    workdir = _copy_of_the_run(workflow_run, tmp_path)
+    tokens = sorted((workdir / "results" / "tokens").rglob("*.parquet"))
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in tokens}
+    sheet = workdir / "config" / "genomes.tsv"
+    sheet.write_text(sheet.read_text() + f"lambda_again\t{test_data / 'genomes' / 'lambda_virus.fa'}\t\tthe lambda genome again, as a new row\n")
+    tokenizers = sorted(p.name for p in (workdir / "results" / "tokens").iterdir())
+    assert _planned(workdir) == {"download_genome": 1, "make_windows": 1, "tokenize_genome": len(tokenizers), "all": 1, "total": 3 + len(tokenizers)}
+
+    result = subprocess.run(snakemake_command(workdir), cwd=workdir, env=snakemake_env(), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for tokenizer in tokenizers:
+        assert (workdir / "results" / "tokens" / tokenizer / "lambda_again.parquet").is_file()
+    for path, (data, mtime) in before.items():
+        assert path.read_bytes() == data and path.stat().st_mtime_ns == mtime, f"{path} was rewritten"
+    assert _planned(workdir) == {}  # and nothing is left to do
+
+
+def test_a_changed_tokenizer_retokenizes_its_files_only_and_old_files_are_refused(workflow_run, tmp_path):
+    workdir = _copy_of_the_run(workflow_run, tmp_path)
+    config_path = workdir / "config" / "config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["tokenizers"]["vq512"]["steps"] = 401
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    planned = _planned(workdir)
+    genomes = len((workdir / "config" / "genomes.tsv").read_text().splitlines()) - 1
+    assert planned["train_tokenizer"] == 2  # vq512 and its Table 7a sweep variant, which inherits the change
+    assert planned["tokenize_genome"] == genomes  # vq512's token files, not kmer6's (variants tokenize no genome)
+    assert planned["pretrain_mlm"] == 1  # the run on vq512; tiny_kmer is untouched
+    # A consumer never mixes tokenizers: an old token file under a new tokenizer is a clear error.
+    retrained = tmp_path / "retrained"
+    shutil.copytree(workdir / "results" / "tokenizers" / "vq512", retrained)
+    weights = load_file(retrained / "model.safetensors")
+    first = next(iter(weights))
+    weights[first] = weights[first] + 1
+    from safetensors.torch import save_file
+
+    save_file(weights, retrained / "model.safetensors")
+    result = subprocess.run(
+        ["python", "-m", "vqdna", "inspect", str(workdir / "results/tokens/vq512/lambda_phage.parquet"), "--decode", "0", "--tokenizer", str(retrained)],
+        capture_output=True, text=True, env=snakemake_env(), cwd=workdir,
+    )
+    assert result.returncode == 1 and "hash" in result.stderr.strip().splitlines()[-1]
