@@ -340,7 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("tables", cmd_tables, "The paper's Tables 1-7, ours beside the published numbers, and a summary (CSV and Markdown).")
     p.add_argument("--plan", required=True, help="JSON (or a file of it): runs and tokenizers, their types and ablation values")
-    p.add_argument("--published", default="resources/published", help="folder of the paper's tables as CSV")
+    p.add_argument(
+        "--published", default=str(Path(__file__).resolve().parents[1] / "resources" / "published"),
+        help="folder of the paper's tables as CSV (default: the repository's resources/published)",
+    )
     p.add_argument("--output-dir", required=True, help="folder for table1..7 and summary .csv/.md")
     p.add_argument("results", nargs="*", help="metrics.json files under results/{finetune,kmer_baseline,probe,tokenizers}/")
 

@@ -15,9 +15,9 @@ rule make_tables:
         runtime=10,
     params:
         plan=get_tables_plan,
-        published=lambda wildcards, input: folder_of(input.published[0]),
+        published_sha256=published_digest(),
         folder=lambda wildcards, output: folder_of(output[0]),
         version=STAGE_VERSIONS["make_tables"],
     shell:
-        "python -m vqdna tables --plan {params.plan:q} --published {params.published} --output-dir {params.folder}"
+        "python -m vqdna tables --plan {params.plan:q} --output-dir {params.folder}"
         " {input.finetune} {input.kmer} {input.probe} {input.tokenizers} > {log} 2>&1"
