@@ -12,7 +12,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pysam
 import pytest
-import torch
 from helpers import TINY_RUN, write_ggg_gue_folder
 
 from vqdna import VqdnaError
@@ -37,14 +36,7 @@ from vqdna.tokenizer.train import train_tokenizer
 from vqdna.tokens import read_codes, tokenize_windows
 from vqdna.windows import WindowSettings, write_windows
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one torch thread is as fast, and far faster when the cores are shared with other work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 KEY_COLUMNS = ["genome", "contig", "start", "end", "strand", "split"]

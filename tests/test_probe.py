@@ -11,7 +11,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
-import torch
 from helpers import data_file, tiny_pretrained, tiny_tokenizer
 from scipy.stats import spearmanr
 from sklearn.metrics import (
@@ -36,13 +35,7 @@ from vqdna.tokenizer.baselines import KmerConfig, KmerTokenizer
 SHARED_KEYS = {"dataset", "group", "task", "metric", "num_labels", "max_length", "seed", "test", "best_dev", "train_seconds", "method"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one torch thread is as fast, and far faster when the cores are shared with other work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _write_csv_folder(folder: Path, splits: dict[str, tuple[list[str], list]]) -> Path:

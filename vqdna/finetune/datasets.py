@@ -95,6 +95,18 @@ class DatasetSpec:
             chosen["samples"] = _split_counts(self.split_samples, self.dataset)
         return SpeciesSettings(**chosen)
 
+    def result_fields(self) -> dict:
+        """What every result on this dataset records about it (fine-tuning, k-mer baseline, probe)."""
+        return {
+            "dataset": self.dataset,
+            "group": self.group,
+            "task": self.task,
+            "metric": self.metric,
+            "num_labels": self.num_labels if self.task == "classification" else 1,
+            "max_length": self.max_length,
+            "train_from": self.train_from or None,  # "dev": non-standard training split, marked in the tables
+        }
+
     @property
     def genome_list(self) -> list[str]:
         return _comma_list(self.genomes)

@@ -259,12 +259,7 @@ def read_splits(spec: DatasetSpec, dataset_dir: str | Path) -> dict[str, tuple[l
 def result_record(spec: DatasetSpec, seed: int, method: str, test_metrics: dict, fit: LinearFit, train_seconds: float) -> dict:
     """metrics.json in fine-tuning's layout (dataset ... test, train_seconds), plus the method and the chosen penalty."""
     return {
-        "dataset": spec.dataset,
-        "group": spec.group,
-        "task": spec.task,
-        "metric": spec.metric,
-        "num_labels": spec.num_labels if spec.task == "classification" else 1,
-        "max_length": spec.max_length,
+        **spec.result_fields(),
         "seed": seed,
         "method": method,
         "test": test_metrics,
@@ -272,7 +267,6 @@ def result_record(spec: DatasetSpec, seed: int, method: str, test_metrics: dict,
         fit.parameter: fit.value,
         "selection": fit.selection,
         "train_seconds": round(train_seconds, 2),
-        "train_from": spec.train_from or None,
     }
 
 

@@ -244,13 +244,7 @@ def finetune(
     test_logits = predict_logits(model, data["test"][2], options.eval_batch_size, device)
     test_metrics, predictions = score(spec, test_logits, data["test"][1])
     result = {
-        "dataset": spec.dataset,
-        "group": spec.group,
-        "task": spec.task,
-        "metric": spec.metric,
-        "num_labels": spec.num_labels if spec.task == "classification" else 1,
-        "max_length": spec.max_length,
-        "train_from": spec.train_from or None,  # "dev": non-standard training split, marked in the tables
+        **spec.result_fields(),
         "seed": seed,
         "test": test_metrics,
         "best_epoch": best_epoch,
