@@ -1,4 +1,4 @@
-"""The command line: every subcommand documents itself; the conda env agrees with pyproject."""
+"""The command line: every subcommand documents itself; the conda env agrees with pyproject and every rule names it."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 import yaml
@@ -45,3 +46,18 @@ def test_conda_env_lists_the_same_runtime_packages_as_pyproject():
     in_env = {conda_names.get(_name(d), _name(d)) for d in env if isinstance(d, str)} - {"python"}
     workflow_tools = {"snakemake", "snakemake-executor-plugin-slurm"}
     assert in_env == {_name(d) for d in project} - workflow_tools
+
+
+def test_every_rule_that_runs_a_command_names_the_conda_env():
+    """`--software-deployment-method conda` builds envs/vqdna.yaml for every job, as Snakemake itself reads the rules."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import OutputSettings, ResourceSettings
+
+    with SnakemakeApi(OutputSettings()) as api:
+        workflow_api = api.workflow(resource_settings=ResourceSettings(), snakefile=REPO / "Snakefile", workdir=REPO)
+        workflow_api.dag()  # parses the Snakefile and its rule files
+        rules = [rule for rule in workflow_api._workflow.rules if rule.shellcmd is not None]
+    assert len(rules) >= 10
+    for rule in rules:
+        assert rule.conda_env is not None, f"rule {rule.name} names no conda env"
+        assert (Path(rule.snakefile).parent / rule.conda_env).resolve() == REPO / "envs" / "vqdna.yaml", rule.name

@@ -169,6 +169,23 @@ def test_several_nodes_outside_slurm_without_an_endpoint_is_a_one_line_error(cor
     assert not (tmp_path / "out").exists()
 
 
+def test_in_a_slurm_batch_step_several_nodes_start_one_srun_task_per_node(monkeypatch):
+    from vqdna.distributed import srun_per_node_command
+
+    monkeypatch.delenv("SLURM_STEP_NUM_NODES", raising=False)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    assert srun_per_node_command(2, 8) is None  # not in SLURM: the user starts it once per node
+    monkeypatch.setenv("SLURM_JOB_ID", "17")
+    command = srun_per_node_command(2, 8)
+    assert command[0] == "srun" and "--ntasks-per-node=1" in command and "--nodes=2" in command
+    assert "--cpus-per-task=8" in command  # a step gets one CPU per task unless told
+    assert "--cpus-per-task" not in " ".join(srun_per_node_command(2, None))
+    monkeypatch.setenv("SLURM_STEP_NUM_NODES", "2")  # already one task per node: go on to torchrun
+    assert srun_per_node_command(2, 8) is None
+    monkeypatch.setenv("SLURM_STEP_NUM_NODES", "1")  # a one-node step (srun -n1) of a two-node job
+    assert srun_per_node_command(2, 8) is not None
+
+
 # -- checkpoints and resume -------------------------------------------------------------------------
 
 LONG = {**RUN, "encoder": TINY_ENCODER, "steps": 12, "checkpoint_every": 3}  # dropout on: the RNG must resume too

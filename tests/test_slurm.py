@@ -1,5 +1,6 @@
-"""The workflow through a REAL SLURM (`.ci/slurm-up`): jobs go through sbatch, a cancelled job leaves nothing
-that looks complete, a rerun finishes the work, and the artifacts equal the local run's.
+"""The workflow through a REAL SLURM (`.ci/slurm-up`, two nodes): jobs go through sbatch, a cancelled job leaves
+nothing that looks complete, a rerun finishes the work, and the artifacts equal the local run's; a pretraining
+run on two nodes starts one torchrun per node and ends with the weights of one process.
 
 Runs when ``VQDNA_TEST_SLURM=1`` (set by ``.ci/run`` once the daemons are up); with it set, a SLURM
 that does not answer is a failure, not a skip.
@@ -7,6 +8,7 @@ that does not answer is a failure, not a skip.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -31,8 +33,8 @@ TEST_PROFILE = {
     # as slurm/profile.yaml: sacct reports a cancelled job as "CANCELLED by UID", which the plugin never counts as failed
     "slurm-status-command": "squeue",
     "default-resources": {"slurm_partition": "cpu", "slurm_account": "vqdna", "mem_mb": 2000, "runtime": 30},
-    "set-resources": {rule: {"slurm_partition": "gpu", "mem_mb": 4000} for rule in ("train_tokenizer", "tokenize_genome")},
-    "set-threads": {"train_tokenizer": 2, "tokenize_genome": 2, "make_windows": 1},
+    "set-resources": {rule: {"slurm_partition": "gpu", "mem_mb": 4000} for rule in ("train_tokenizer", "tokenize_genome", "pretrain_mlm")},
+    "set-threads": {"train_tokenizer": 2, "tokenize_genome": 2, "make_windows": 1, "pretrain_mlm": 1},
 }
 TARGETS = [
     "results/windows/lambda_phage.parquet",
@@ -120,3 +122,63 @@ def test_cancelled_then_rerun_through_sbatch_equals_the_local_run(slurm, workflo
     assert ours.keys() == local.keys()
     for name in ours:
         assert torch.allclose(ours[name], local[name], atol=1e-5), name
+
+
+# The tiny workflow's k-mer run, without dropout so that 2 ranks equal 1 process; a resource more: two nodes.
+TWO_NODE_RUN = "tiny_kmer"
+
+
+def test_pretraining_on_two_nodes_runs_one_torchrun_per_node_and_equals_one_process(slurm, workflow_run, tmp_path):
+    workdir = _workdir(workflow_run, tmp_path)
+    config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
+    run = config["runs"][TWO_NODE_RUN]
+    run["encoder"] = {**run["encoder"], "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    config["runs"], config["finetune"]["runs"] = {TWO_NODE_RUN: {**run, "nodes": 2}}, [TWO_NODE_RUN]
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    # The local run's windows, tokenizer and tokens (mtimes kept): only the pretraining job is new here.
+    for relative in ("resources", "results/windows", f"results/tokenizers/{run['tokenizer']}", f"results/tokens/{run['tokenizer']}"):
+        shutil.copytree(workflow_run.path(relative), workdir / relative)
+    since = time.strftime("%Y-%m-%dT%H:%M:%S")
+
+    target = f"results/pretrain/{TWO_NODE_RUN}/model.safetensors"
+    result = subprocess.run(
+        _snakemake(workdir, target, "--allowed-rules", "pretrain_mlm"), cwd=workdir, env=snakemake_env(), capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    # One job on two nodes; in it, one srun step of two tasks, one per node (each a torchrun of one process).
+    job_id = next(
+        job_id for job_id, comment in _jobs(since) if comment.startswith(f"rule_pretrain_mlm_wildcards_{TWO_NODE_RUN}")
+    )
+    steps = subprocess.run(
+        ["sacct", "-n", "-P", "-j", job_id, "-o", "JobID,NNodes,NTasks,NodeList,State"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    fields = [line.split("|") for line in steps]
+    assert fields[0][1] == "2" and fields[0][4] == "COMPLETED", steps
+    assert any(step[0].split(".")[-1].isdigit() and step[1:3] == ["2", "2"] for step in fields), steps
+    metrics = json.loads((workdir / "results" / "pretrain" / TWO_NODE_RUN / "metrics.json").read_text())
+    assert metrics["processes"] == 2
+
+    # The same run in one process, outside SLURM: the same weights.
+    settings = {key: value for key, value in run.items() if key not in ("gpus", "nodes")}
+    tokens = [str(workdir / "results" / "tokens" / run["tokenizer"] / f"{genome}.parquet") for genome in run["pretrain_genomes"]]
+    env = {key: value for key, value in snakemake_env().items() if not key.startswith("SLURM_")}
+    single = subprocess.run(
+        [
+            sys.executable, "-m", "vqdna", "pretrain", "--name", TWO_NODE_RUN, "--settings", json.dumps(settings),
+            "--tokenizer", str(workdir / "results" / "tokenizers" / run["tokenizer"]), "--tokens", *tokens,
+            "--output", str(tmp_path / "single"), "--threads", "1", "--device", "cpu",
+        ],
+        env=env, capture_output=True, text=True,
+    )
+    assert single.returncode == 0, single.stderr[-2000:]
+    ours, reference = load_file(workdir / target), load_file(tmp_path / "single" / "model.safetensors")
+    assert ours.keys() == reference.keys()
+    for name in ours:
+        assert torch.allclose(ours[name], reference[name], atol=1e-5), name
+
+
+def _jobs(since: str) -> list[tuple[str, str]]:
+    """(job id, comment) of every job since ``since``."""
+    result = subprocess.run(["sacct", "-n", "-X", "-P", "-S", since, "-o", "JobID,Comment"], capture_output=True, text=True, check=True)
+    return [tuple(line.split("|")[:2]) for line in result.stdout.splitlines() if line.strip()]

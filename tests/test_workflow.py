@@ -255,12 +255,12 @@ def test_a_second_run_is_a_no_op(workflow_run):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
-def test_more_gpus_for_a_finished_pretraining_run_rerun_nothing(workflow_run):
-    """The process count is a resource, not a param: a finished run is not redone because a cluster has more GPUs."""
+def test_more_gpus_and_nodes_for_a_finished_pretraining_run_rerun_nothing(workflow_run):
+    """GPUs and nodes are resources, not params: a finished run is not redone because a cluster has more of them."""
     config = yaml.safe_load(workflow_run.path("config/config.yaml").read_text())
     for run in config["runs"].values():
         if "pretrained" not in run:
-            run["gpus"] = 2
+            run["gpus"], run["nodes"] = 2, 2
     more_gpus = workflow_run.path("config/more_gpus.yaml")
     more_gpus.write_text(yaml.safe_dump(config, sort_keys=False))
     command = [*snakemake_command(workflow_run.workdir, "--dry-run")]

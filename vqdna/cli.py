@@ -110,9 +110,12 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
     if (args.processes > 1 or args.nodes > 1) and "LOCAL_RANK" not in os.environ:  # not started by torchrun yet
-        from vqdna.distributed import torchrun_command
+        from vqdna.distributed import srun_per_node_command, torchrun_command
 
-        # exec, not a child: SLURM's SIGTERM then reaches torchrun, which passes it to every rank.
+        # exec, not a child: SLURM's SIGTERM then reaches srun and torchrun, which pass it to every rank.
+        per_node = srun_per_node_command(args.nodes, args.threads) if args.nodes > 1 else None
+        if per_node is not None:
+            os.execvp(per_node[0], [*per_node, sys.executable, "-m", "vqdna", *args.argv])
         launch = torchrun_command(args.processes, args.nodes, args.rdzv_endpoint)
         os.execv(sys.executable, [*launch, "-m", "vqdna", *args.argv])
     from vqdna.lm.pretrain import pretrain
@@ -291,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--nodes", type=int, default=1,
-        help="nodes of the run; above 1, run the command once per node (srun --ntasks-per-node 1): they meet at a rendezvous",
+        help="nodes of the run; above 1 in a SLURM job the command starts itself once per node with srun (elsewhere, start it "
+        "once per node yourself): they meet at a rendezvous",
     )
     p.add_argument(
         "--rdzv-endpoint", default=None,

@@ -35,6 +35,23 @@ def torchrun_command(processes: int, nodes: int = 1, rdzv_endpoint: str | None =
     return [*launch, f"--nnodes={nodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}", f"--rdzv-id={run_id}"]
 
 
+def srun_per_node_command(nodes: int, threads: int | None) -> list[str] | None:
+    """``srun`` arguments that run a command once on each of ``nodes`` nodes of this SLURM job.
+
+    None outside a SLURM job, or already inside a step that spans ``nodes``
+    nodes (the command was started by ``srun`` once per node). The workflow's
+    pretraining job runs in the job's batch step (the executor plugin's ``mpi``
+    jobs are not wrapped in ``srun``), so it is there that ``vqdna pretrain
+    --nodes M`` starts its step across the nodes. A step gets one CPU per task
+    unless told otherwise, hence ``--cpus-per-task``; it gets the job's GPUs on
+    each node by default.
+    """
+    if "SLURM_JOB_ID" not in os.environ or os.environ.get("SLURM_STEP_NUM_NODES") == str(nodes):
+        return None
+    cpus = [f"--cpus-per-task={threads}"] if threads else []
+    return ["srun", f"--nodes={nodes}", f"--ntasks={nodes}", "--ntasks-per-node=1", *cpus, "--kill-on-bad-exit=1"]
+
+
 def _first_slurm_node() -> str:
     nodelist = os.environ.get("SLURM_JOB_NODELIST")
     if not nodelist:

@@ -400,13 +400,45 @@ def get_pretrain_inputs(wildcards):
     }
 
 
+# How many GPUs and nodes a run uses: resources, results do not depend on them.
+LAUNCH_KEYS = ("gpus", "nodes")
+
+
 def get_run_settings(wildcards):
-    """The run's entry less `gpus`: the process count is a resource, results do not depend on it."""
-    return _json({k: v for k, v in RUNS[wildcards.run].items() if k != "gpus"})
+    """The run's entry less its launch keys."""
+    return _json({k: v for k, v in RUNS[wildcards.run].items() if k not in LAUNCH_KEYS})
 
 
 def get_run_gpus(wildcards):
+    """GPUs (and processes) per node."""
     return RUNS[wildcards.run].get("gpus", 1)
+
+
+def get_run_nodes(wildcards):
+    return RUNS[wildcards.run].get("nodes", 1)
+
+
+# On one node the SLURM executor plugin asks for `--gpus=N` and runs the job in an
+# `srun` step. On several it asks for one task and N GPUs per node, and an `mpi`
+# resource keeps it from wrapping the job in a one-node step: `vqdna pretrain
+# --nodes M` then starts its own `srun` step across the nodes (torchrun on each).
+# A resource that is None is not set.
+def get_run_single_node_gpus(wildcards):
+    return get_run_gpus(wildcards) if get_run_nodes(wildcards) == 1 else None
+
+
+def get_run_mpi(wildcards):
+    return "srun" if get_run_nodes(wildcards) > 1 else None
+
+
+def get_run_tasks(wildcards):
+    return get_run_nodes(wildcards) if get_run_nodes(wildcards) > 1 else None
+
+
+def get_run_slurm_extra(wildcards):
+    if get_run_nodes(wildcards) == 1:
+        return None
+    return f"--ntasks-per-node=1 --gpus-per-node={get_run_gpus(wildcards)}"
 
 
 # ---- prepare_dataset ---------------------------------------------------------------------------

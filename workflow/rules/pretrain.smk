@@ -13,7 +13,12 @@ rule pretrain_mlm:
         ENV
     threads: 8
     resources:
-        gpu=get_run_gpus,
+        gpu=get_run_single_node_gpus,
+        gpus_per_node=get_run_gpus,
+        nodes=get_run_nodes,
+        mpi=get_run_mpi,
+        tasks=get_run_tasks,
+        slurm_extra=get_run_slurm_extra,
         mem_mb=32000,
         runtime=3 * 24 * 60,
     params:
@@ -27,4 +32,5 @@ rule pretrain_mlm:
     shell:
         "python -m vqdna pretrain --name {wildcards.run} --settings {params.settings:q}"
         " --tokenizer {params.tokenizer} --tokens {input.tokens} --output {params.folder}"
-        " --state {params.state} --processes {resources.gpu} --threads {threads} > {log} 2>&1"
+        " --state {params.state} --processes {resources.gpus_per_node} --nodes {resources.nodes}"
+        " --threads {threads} > {log} 2>&1"
