@@ -7,7 +7,9 @@ ACGT) is windowed (512 nt) and tokenized by a tiny VQ tokenizer (width 16,
 depth 1, K = 16, untrained: memory does not depend on the weights), the way
 `tokenize_genome` does it (one Parquet batch of windows in, one row group of
 codes out). Peak RSS of the tokenizing process only, with the windowing done
-in a child process beforehand. Results: ``benchmarks/results/tokenize_memory.json``.
+in a child process beforehand, and the peak of each tenth of the run (RSS
+sampled every 50 ms): a leak climbs from tenth to tenth, a per-row-group
+transient does not. Results: ``benchmarks/results/tokenize_memory.json``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -41,6 +44,27 @@ def _windows(megabases: int, folder: Path) -> Path:
     return windows
 
 
+class RssSampler(threading.Thread):
+    """Resident set size of this process every ``interval`` seconds, as (seconds since start, MB)."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.interval, self.samples, self.stopped = interval, [], threading.Event()
+
+    def run(self) -> None:
+        started, page_mb = time.perf_counter(), resource.getpagesize() / 2**20
+        while not self.stopped.wait(self.interval):
+            resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
+            self.samples.append((time.perf_counter() - started, resident_pages * page_mb))
+
+    def peak_per_tenth(self) -> list[float]:
+        self.stopped.set()
+        self.join()
+        end = self.samples[-1][0]
+        tenths = [[mb for t, mb in self.samples if i * end / 10 <= t <= (i + 1) * end / 10] for i in range(10)]
+        return [round(max(tenth), 1) if tenth else None for tenth in tenths]
+
+
 def _tokenize(windows: Path, folder: Path, threads: int) -> dict:
     import torch
 
@@ -51,15 +75,19 @@ def _tokenize(windows: Path, folder: Path, threads: int) -> dict:
     torch.manual_seed(0)
     VQTokenizer(VQVAE(VQConfig(width=16, depth=1, codebook_size=16)), device="cpu").save(folder / "tokenizer")
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    sampler = RssSampler()
+    sampler.start()
     started = time.perf_counter()
     rows = tokenize_windows(folder / "tokenizer", "tiny", windows, folder / "tokens.parquet", threads=threads, device="cpu")
     seconds = time.perf_counter() - started
+    peak_per_tenth = sampler.peak_per_tenth()
     return {
         "windows": rows,
         "seconds": round(seconds, 1),
         "nt_per_second": round(rows * 512 / seconds),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "rss_before_mb": round(before, 1),
+        "peak_rss_per_tenth_of_the_run_mb": peak_per_tenth,
         "tokens_file_mb": round((folder / "tokens.parquet").stat().st_size / 2**20, 1),
     }
 

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vqdna import VqdnaError
-from vqdna.io import WINDOW_KEY_FIELDS, read_metadata
+from vqdna.io import WINDOW_KEY_FIELDS, iter_row_groups, read_metadata
 from vqdna.tokenizer.metrics import perplexity_of_counts
 
 KEY_COLUMNS = [f.name for f in WINDOW_KEY_FIELDS]
@@ -37,7 +37,6 @@ _TOP_CODES = 10
 _HISTOGRAM_BUCKETS = 20
 _BLOCKS = " ▁▂▃▄▅▆▇█"  # a space only for a bucket no code of which occurs
 _SEQUENCE_WIDTH = 60
-_BATCH_ROWS = 8192  # the pipeline writes row groups of 8192 rows: one at a time in memory
 
 
 # -- opening and classifying ---------------------------------------------------------------------
@@ -272,7 +271,7 @@ def _token_label(tokenizer):
 def _stream(parquet: pq.ParquetFile, counters: list) -> None:
     """One pass over the file, row group by row group, reading only the columns the counters need."""
     columns = list(dict.fromkeys(c for counter in counters for c in counter.columns))
-    for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=columns):
+    for batch in iter_row_groups(parquet, columns=columns):
         for counter in counters:
             counter.add(batch)
 

@@ -129,6 +129,17 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def iter_row_groups(parquet: pq.ParquetFile, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """A Parquet file streamed one row group at a time.
+
+    Not ``ParquetFile.iter_batches``: over a whole file its memory climbs in
+    steps (pyarrow 26: 117 -> 197 MB over the 72 row groups of 300 Mb of
+    windows), where reading row group by row group stays flat (86-93 MB).
+    """
+    for group in range(parquet.num_row_groups):
+        yield from parquet.read_row_group(group, columns=columns).to_batches()
+
+
 @contextlib.contextmanager
 def parquet_writer(path: str | Path, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
     """A zstd ParquetWriter whose file appears under ``path`` only once closed cleanly."""

@@ -20,6 +20,7 @@ from vqdna.genome import base_ids
 from vqdna.io import (
     WINDOW_KEY_FIELDS,
     code_type,
+    iter_row_groups,
     parquet_writer,
     read_metadata,
     require_metadata,
@@ -100,7 +101,7 @@ def tokenize_windows(
     with parquet_writer(output, schema) as writer, tqdm(
         total=source.metadata.num_rows, unit="window", desc=f"tokenize {Path(windows_path).stem}", mininterval=10
     ) as progress:
-        for batch in source.iter_batches(batch_size=_ROWS_PER_GROUP, columns=_KEY_COLUMNS + ["sequence"]):
+        for batch in iter_row_groups(source, columns=_KEY_COLUMNS + ["sequence"]):
             columns = [batch.column(name) for name in _KEY_COLUMNS]
             columns += _code_columns(tokenizer, batch.column("sequence").to_pylist(), batch_size)
             writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=schema), row_group_size=_ROWS_PER_GROUP)
