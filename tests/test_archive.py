@@ -391,6 +391,38 @@ def test_a_file_that_is_not_a_zip_is_refused_and_nothing_is_unpacked(tmp_path):
     assert _entries(output_dir.parent) == []
 
 
+def _zip_with_header_field(tmp_path, local_at: int, central_at: int, value: int) -> Path:
+    """A one-member zip whose 2-byte field at these offsets of its local and central headers is ``value``."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as bundle:
+        bundle.writestr("GUE/EMP/H3/train.csv", "sequence,label\n" + "ACGTACGT,1\n" * 50)
+    data = bytearray(buffer.getvalue())
+    for header, at in ((b"PK\x03\x04", local_at), (b"PK\x01\x02", central_at)):
+        where = data.index(header) + at
+        data[where : where + 2] = value.to_bytes(2, "little")
+    archive = tmp_path / "gue.zip"
+    archive.write_bytes(bytes(data))
+    return archive
+
+
+def test_an_encrypted_member_is_refused_by_name_and_nothing_is_unpacked(tmp_path):
+    archive = _zip_with_header_field(tmp_path, 6, 8, 0x1)  # flag bit 0: encrypted, zipfile would ask for a password
+    output_dir = tmp_path / "archives" / "gue"
+    with pytest.raises(VqdnaError) as caught:
+        unpack_archive(archive, output_dir)
+    assert "GUE/EMP/H3/train.csv" in _one_line(caught) and "encrypted" in str(caught.value)
+    assert _entries(output_dir.parent) == []
+
+
+def test_a_member_of_an_unknown_compression_method_is_refused_and_nothing_is_unpacked(tmp_path):
+    archive = _zip_with_header_field(tmp_path, 8, 10, 99)  # compression method 99
+    output_dir = tmp_path / "archives" / "gue"
+    with pytest.raises(VqdnaError) as caught:
+        unpack_archive(archive, output_dir)
+    assert str(archive) in _one_line(caught) and "unsupported" in str(caught.value)
+    assert _entries(output_dir.parent) == []
+
+
 def test_a_member_with_damaged_data_is_refused_and_nothing_is_unpacked(tmp_path):
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as bundle:

@@ -37,6 +37,7 @@ from vqdna.io import atomic_dir, atomic_path
 
 ZIP_MAGIC = b"PK\x03\x04"
 UNPACKED_MARKER = "UNPACKED.json"
+_ENCRYPTED = 0x1  # general-purpose flag bit 0 of a zip member: zipfile cannot read it without the password
 ARCHIVE_PREFIX = "archive:"
 
 # Where Drive file requests go; tests point this at a local server.
@@ -282,6 +283,8 @@ def unpack_archive(archive: str | Path, output_dir: str | Path) -> dict:
                 )
             if path.parts == (UNPACKED_MARKER,):
                 raise VqdnaError(f"archive {archive}: member {info.filename!r} would clash with the {UNPACKED_MARKER} marker")
+            if info.flag_bits & _ENCRYPTED:
+                raise VqdnaError(f"archive {archive}: member {info.filename!r} is encrypted; unpack it yourself with its password")
 
         files, size = 0, 0
         try:
@@ -305,7 +308,7 @@ def unpack_archive(archive: str | Path, output_dir: str | Path) -> dict:
                     "producer": f"vqdna {__version__}",
                 }
                 (tmp / UNPACKED_MARKER).write_text(json.dumps(record, indent=2) + "\n")
-        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as err:
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as err:  # NotImplementedError: compression method
             raise VqdnaError(
                 f"archive {archive}: corrupt or unsupported zip ({err}); nothing was unpacked; delete it and fetch it again"
             ) from None
