@@ -15,7 +15,7 @@ import pytest
 
 from vqdna import VqdnaError
 from vqdna.download import fetch_genome
-from vqdna.genome import read_contigs, write_bgzip_fasta
+from vqdna.genome import FastaRecords, read_contigs, write_bgzip_fasta
 from vqdna.windows import WindowSettings, write_windows
 
 AMBIGUITY_LETTERS = "RYKMSWBDHVN"
@@ -161,3 +161,33 @@ def test_write_bgzip_fasta_names_the_label_and_line_of_a_bad_character(tmp_path)
     source = _source(tmp_path, ">c\nACGT\nACGT\nACGTX\n")
     with pytest.raises(VqdnaError, match=r"^my-genome\.fa line 4: invalid character 'X'"):
         write_bgzip_fasta(source, tmp_path / "out.fa.gz", label="my-genome.fa")
+
+
+@pytest.mark.parametrize(
+    ("content", "expected_parts"),
+    [
+        pytest.param(">c\nACGT\nAC1GT\n", ["record 'c'", "'1'", "base 7"], id="digit"),
+        pytest.param(">c\nACGT\nAC-GT\n", ["record 'c'", "'-'"], id="punctuation"),
+        pytest.param(">a\n>b\nACGT\n", ["line 1", "record 'a' has no sequence"], id="record-without-sequence"),
+        pytest.param(">a x\nACGT\n>a y\nACGT\n", ["line 3", "duplicate record name 'a'"], id="duplicate"),
+        pytest.param(">\nACGT\n", ["line 1", "without a name"], id="header-without-name"),
+        pytest.param("", ["empty"], id="empty-file"),
+        pytest.param("@read1\nACGT\n+\nIIII\n", ["FASTQ"], id="fastq"),
+    ],
+)
+def test_fasta_records_apply_the_stored_genomes_rules_in_one_line_naming_the_file(tmp_path, content, expected_parts):
+    source = _source(tmp_path, content)
+    with pytest.raises(VqdnaError) as caught:
+        FastaRecords.read(source)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(str(source))
+    for part in expected_parts:
+        assert part in message
+
+
+def test_fasta_records_read_gzip_and_keep_the_letters_as_written(tmp_path):
+    source = _source(tmp_path, gzip.compress(b">c1 first\r\nacgtN\r\nRYAC\n>c2\nGGG\n"), name="genome.fa.gz")
+    with FastaRecords.read(source) as records:
+        assert records.references == ("c1", "c2") and records.lengths == (9, 3)
+        assert records.fetch("c1", 2, 7) == "gtNRY"  # the window stage applies the sequence policy, as for stored genomes
+        assert str(records) == str(source)

@@ -15,6 +15,7 @@ from helpers import data_file, expected_windows
 import vqdna
 from vqdna import VqdnaError
 from vqdna.download import fetch_genome
+from vqdna.genome import FastaRecords
 from vqdna.windows import WindowSettings, write_windows
 
 LAMBDA = "genomes/lambda_virus.fa"
@@ -89,6 +90,26 @@ def _is_bgzf(path: Path) -> bool:
     """gzip magic with FEXTRA set and the 'BC' subfield that marks BGZF blocks."""
     head = path.read_bytes()[:16]
     return head[:2] == b"\x1f\x8b" and bool(head[3] & 4) and head[12:14] == b"BC"
+
+
+@pytest.mark.parametrize("settings", SETTINGS.values(), ids=SETTINGS.keys())
+def test_windows_from_fasta_records_equal_those_of_the_indexed_stored_genome(genomes, tmp_path, settings):
+    """FastaRecords (no pysam, no index) is how a bare GPU machine cuts windows: the same file, byte for byte."""
+    for name, genome in genomes.items():
+        _, from_index = _windows(genome.stored, tmp_path / f"{name}_index.parquet", name, settings)
+        _, from_records = _windows(FastaRecords.read(genome.original), tmp_path / f"{name}_records.parquet", name, settings)
+        assert from_index.num_rows > 0
+        assert from_records.equals(from_index, check_metadata=True)
+
+
+def test_windows_from_fasta_records_of_a_gzip_genome_equal_those_of_the_stored_genome(test_data, tmp_path):
+    source = data_file(test_data, ECOLI)
+    fetch_genome("ecoli", str(source), tmp_path / "ecoli.fa.gz")
+    settings = WindowSettings(length=512, step=512)
+    _, from_index = _windows(tmp_path / "ecoli.fa.gz", tmp_path / "index.parquet", "ecoli", settings)
+    _, from_records = _windows(FastaRecords.read(source), tmp_path / "records.parquet", "ecoli", settings)
+    assert from_index.num_rows > 8000
+    assert from_records.equals(from_index, check_metadata=True)
 
 
 def test_windows_of_lambda_match_pysams_fetch_of_the_original_file(lambda_genome, tmp_path):

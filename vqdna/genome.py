@@ -4,6 +4,12 @@ The stored genome keeps the source's letters (soft-masking and IUPAC codes
 included) so it stays a faithful reference; the sequence policy that turns
 letters into model input (uppercase, ambiguity codes to N) is applied when
 windows are cut (:func:`normalise_sequence`).
+
+pysam (bgzip, faidx, indexed reads) is imported inside the functions that use
+it, never at module level: the model side of the package (tokenizers, token
+files, pretraining, fine-tuning, predict) needs only the sequence policy here
+and must import on a machine without pysam, such as a bare GPU node.
+:class:`FastaRecords` reads a small FASTA without pysam or an index.
 """
 
 from __future__ import annotations
@@ -15,7 +21,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-import pysam
 
 from vqdna import VqdnaError
 
@@ -24,6 +29,7 @@ LINE_WIDTH = 60  # faidx needs every line of a record but the last to have the s
 IUPAC_AMBIGUOUS = "NRYKMSWBDHV"
 _ALLOWED_BYTES = ("ACGT" + IUPAC_AMBIGUOUS).encode()
 _ALLOWED_BYTES += _ALLOWED_BYTES.lower()
+_ALLOWED_LETTERS = frozenset(_ALLOWED_BYTES.decode())
 
 # Sequence policy: uppercase; every IUPAC ambiguity letter becomes N.
 _POLICY = str.maketrans(
@@ -91,6 +97,8 @@ def write_bgzip_fasta(source: str | Path, destination: str | Path, *, label: str
     pending = bytearray()
     name: str | None = None
     length = 0
+
+    import pysam
 
     out = pysam.BGZFile(str(destination), "wb")
     try:
@@ -195,9 +203,108 @@ def sequences_to_fasta(source: str | Path, destination: str | Path, *, label: st
 
 def index_fasta(path: str | Path) -> None:
     """Write ``.fai`` and ``.gzi`` beside a bgzip FASTA (samtools faidx via pysam)."""
+    import pysam
+
     pysam.faidx(str(path))
 
 
+def open_indexed_fasta(path: str | Path):
+    """A faidx-indexed FASTA (plain or bgzip) opened for random access: a ``pysam.FastaFile``."""
+    import pysam
+
+    return pysam.FastaFile(str(path))
+
+
 def read_contigs(path: str | Path) -> list[Contig]:
-    with pysam.FastaFile(str(path)) as fasta:
+    with open_indexed_fasta(path) as fasta:
         return [Contig(n, l) for n, l in zip(fasta.references, fasta.lengths)]
+
+
+@dataclass(frozen=True)
+class FastaRecord:
+    name: str  # the first word of the header
+    line: int  # the header's line number in the file
+    sequence: str  # the record's letters as written (line breaks and trailing blanks removed)
+
+
+def read_fasta(path: str | Path, *, label: str | None = None) -> list[FastaRecord]:
+    """Every record of a plain or gzip FASTA, read whole (for small files: users' inputs, test genomes).
+
+    Errors name the file and line: non-FASTA input (FASTQ, GenBank), an empty
+    file, a header without a name, a duplicate record name, a corrupt gzip.
+    Letters are not checked here: each caller applies its own rule.
+    """
+    label = label or str(path)
+    records: list[FastaRecord] = []
+    first_line: dict[str, int] = {}
+    name, header_line, lines = None, 0, []
+    try:
+        with open_maybe_gzip(path) as handle:
+            for line_no, raw in enumerate(handle, start=1):
+                line = raw.rstrip()  # CRLF and trailing blanks
+                if line.startswith(b">"):
+                    if name is not None:
+                        records.append(FastaRecord(name, header_line, b"".join(lines).decode("ascii", "replace")))
+                    words = line[1:].split()
+                    if not words:
+                        raise VqdnaError(f"{label} line {line_no}: FASTA header without a name")
+                    name = words[0].decode(errors="replace")
+                    if name in first_line:
+                        raise VqdnaError(f"{label} line {line_no}: duplicate record name {name!r} (first seen on line {first_line[name]})")
+                    first_line[name], header_line, lines = line_no, line_no, []
+                elif name is not None:
+                    lines.append(line)
+                elif line.strip():
+                    raise VqdnaError(f"{label}: not a FASTA file: {_not_fasta_reason(line)}")
+    except (OSError, EOFError) as err:  # truncated or corrupt gzip
+        raise VqdnaError(f"{label}: cannot be read as plain or gzip text ({err})") from None
+    if name is None:
+        raise VqdnaError(f"{label}: empty file, no FASTA record found")
+    records.append(FastaRecord(name, header_line, b"".join(lines).decode("ascii", "replace")))
+    return records
+
+
+class FastaRecords:
+    """A small FASTA held in memory, read through the part of ``pysam.FastaFile``'s interface that windowing uses.
+
+    ``references``, ``lengths``, ``fetch(contig, start, end)`` and the context
+    manager: :func:`vqdna.windows.write_windows` takes it in place of an indexed
+    file, so windows can be cut where pysam is not installed. Letters are
+    checked as :func:`write_bgzip_fasta` checks them (A C G T and IUPAC codes,
+    any case), and every record must have a sequence.
+    """
+
+    def __init__(self, sequences: dict[str, str], *, label: str = "FASTA"):
+        for name, sequence in sequences.items():
+            if not sequence:
+                raise VqdnaError(f"{label}: record {name!r} has no sequence")
+            if sequence.encode("ascii", "replace").translate(None, _ALLOWED_BYTES):
+                base = next(i for i, c in enumerate(sequence, start=1) if c not in _ALLOWED_LETTERS)
+                raise VqdnaError(
+                    f"{label}: record {name!r}: invalid character {sequence[base - 1]!r} at base {base} "
+                    f"(allowed: A C G T and IUPAC codes {IUPAC_AMBIGUOUS})"
+                )
+        self.label = label
+        self._sequences = dict(sequences)
+        self.references = tuple(self._sequences)
+        self.lengths = tuple(len(s) for s in self._sequences.values())
+
+    @classmethod
+    def read(cls, path: str | Path) -> "FastaRecords":
+        records = read_fasta(path)
+        for record in records:
+            if not record.sequence:
+                raise VqdnaError(f"{path} line {record.line}: record {record.name!r} has no sequence")
+        return cls({r.name: r.sequence for r in records}, label=str(path))
+
+    def __str__(self) -> str:  # error messages name the file it was read from
+        return self.label
+
+    def fetch(self, contig: str, start: int, end: int) -> str:
+        return self._sequences[contig][start:end]
+
+    def __enter__(self) -> "FastaRecords":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass

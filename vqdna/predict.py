@@ -34,12 +34,7 @@ from safetensors import safe_open
 
 from vqdna import VqdnaError
 from vqdna.finetune.train import _pad_batch, predict_logits, weights_fingerprint
-from vqdna.genome import (
-    _not_fasta_reason,
-    base_ids,
-    normalise_sequence,
-    open_maybe_gzip,
-)
+from vqdna.genome import base_ids, normalise_sequence, read_fasta
 from vqdna.io import atomic_path, parquet_writer, with_metadata
 from vqdna.lm.configuration import VqdnaConfig
 from vqdna.lm.modeling import VqdnaForSequenceClassification, VqdnaModel
@@ -90,35 +85,9 @@ def _policy_sequence(sequence: str, where: str) -> str:
 
 
 def _read_fasta(path: Path) -> Sequences:
-    records: dict[str, list[bytes]] = {}
-    first_line: dict[str, int] = {}
-    current: list[bytes] | None = None
-    try:
-        with open_maybe_gzip(path) as handle:
-            for line_no, raw in enumerate(handle, start=1):
-                line = raw.rstrip()
-                if line.startswith(b">"):
-                    words = line[1:].split()
-                    if not words:
-                        raise VqdnaError(f"{path} line {line_no}: FASTA header without a name")
-                    name = words[0].decode(errors="replace")
-                    if name in records:
-                        raise VqdnaError(f"{path} line {line_no}: duplicate record name {name!r} (first seen on line {first_line[name]})")
-                    first_line[name], current = line_no, []
-                    records[name] = current
-                elif current is not None:
-                    current.append(line)
-                elif line.strip():
-                    raise VqdnaError(f"{path}: not a FASTA file: {_not_fasta_reason(line)}")
-    except (OSError, EOFError) as err:  # truncated or corrupt gzip
-        raise VqdnaError(f"{path}: cannot be read as plain or gzip text ({err})") from None
-    if not records:
-        raise VqdnaError(f"{path}: empty file, no FASTA record found")
-    sequences = [
-        _policy_sequence(b"".join(lines).decode("ascii", "replace"), f"{path} record {name!r} (line {first_line[name]})")
-        for name, lines in records.items()
-    ]
-    return Sequences(list(records), sequences)
+    records = read_fasta(path)
+    sequences = [_policy_sequence(r.sequence, f"{path} record {r.name!r} (line {r.line})") for r in records]
+    return Sequences([r.name for r in records], sequences)
 
 
 def _read_csv(path: Path) -> Sequences:

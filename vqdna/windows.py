@@ -6,6 +6,10 @@ test. Windows sit on one grid (starts at multiples of ``step`` from the contig
 start) and a window is kept only when it lies wholly inside one split's region,
 so no window overlaps another split's bases, and every contig contributes to
 every split. The last partial window of a region is dropped.
+
+The genome is a faidx-indexed FASTA read through pysam (the workflow's stored
+genomes), or a :class:`~vqdna.genome.FastaRecords` read into memory without
+pysam (a small FASTA on a machine that has no pysam).
 """
 
 from __future__ import annotations
@@ -20,11 +24,10 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pysam
 from tqdm import tqdm
 
 from vqdna import VqdnaError
-from vqdna.genome import base_ids, normalise_sequence, read_contigs
+from vqdna.genome import FastaRecords, base_ids, normalise_sequence, open_indexed_fasta
 from vqdna.io import SPLITS, WINDOWS_SCHEMA, parquet_writer, with_metadata
 
 log = logging.getLogger(__name__)
@@ -72,27 +75,26 @@ def reverse_complement(sequence: str) -> str:
     return sequence.translate(_COMPLEMENT)[::-1]
 
 
-def iter_window_batches(fasta_path: str | Path, genome: str, settings: WindowSettings) -> Iterator[pa.RecordBatch]:
-    """Yield record batches of windows (uppercase ACGTN), N-filtered, in contig order."""
-    contigs = read_contigs(fasta_path)
-    total = sum(c.length for c in contigs)
-    with pysam.FastaFile(str(fasta_path)) as fasta, tqdm(
-        total=total, unit="nt", unit_scale=True, desc=f"windows {genome}", mininterval=5
+def iter_window_batches(fasta: str | Path | FastaRecords, genome: str, settings: WindowSettings) -> Iterator[pa.RecordBatch]:
+    """Yield record batches of windows (uppercase ACGTN), N-filtered, in contig order.
+
+    ``fasta``: the path of a faidx-indexed FASTA, or a :class:`FastaRecords`.
+    """
+    with fasta if isinstance(fasta, FastaRecords) else open_indexed_fasta(fasta) as reader, tqdm(
+        total=sum(reader.lengths), unit="nt", unit_scale=True, desc=f"windows {genome}", mininterval=5
     ) as progress:
-        for contig in contigs:
-            for split, region_start, region_end in split_regions(contig.length, settings):
+        for contig, length in zip(reader.references, reader.lengths):
+            for split, region_start, region_end in split_regions(length, settings):
                 starts = grid_starts(region_start, region_end, settings)
                 for chunk in np.array_split(starts, max(1, -(-len(starts) // _ROWS_PER_GROUP))):
                     if len(chunk):
-                        batch = _window_batch(fasta, genome, contig.name, split, chunk, settings)
+                        batch = _window_batch(reader, genome, contig, split, chunk, settings)
                         if batch.num_rows:
                             yield batch
                 progress.update(region_end - region_start)
 
 
-def _window_batch(
-    fasta: pysam.FastaFile, genome: str, contig: str, split: str, starts: np.ndarray, settings: WindowSettings
-) -> pa.RecordBatch:
+def _window_batch(fasta, genome: str, contig: str, split: str, starts: np.ndarray, settings: WindowSettings) -> pa.RecordBatch:
     span_start, span_end = int(starts[0]), int(starts[-1]) + settings.length
     span = normalise_sequence(fasta.fetch(contig, span_start, span_end))
     is_n = np.frombuffer(span.encode("ascii"), dtype=np.uint8) == ord("N")
@@ -122,8 +124,8 @@ def _window_batch(
     )
 
 
-def write_windows(fasta_path: str | Path, output: str | Path, genome: str, settings: WindowSettings) -> dict:
-    """Stream windows of ``fasta_path`` into ``output``; returns per-split counts.
+def write_windows(fasta_path: str | Path | FastaRecords, output: str | Path, genome: str, settings: WindowSettings) -> dict:
+    """Stream windows of ``fasta_path`` (an indexed FASTA, or :class:`FastaRecords`) into ``output``; returns per-split counts.
 
     A genome with no usable window is an error (and leaves no file).
     """

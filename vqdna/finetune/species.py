@@ -43,10 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pysam
 
 from vqdna import VqdnaError
-from vqdna.genome import Contig, normalise_sequence, open_maybe_gzip
+from vqdna.genome import Contig, normalise_sequence, open_indexed_fasta, open_maybe_gzip
 from vqdna.io import SPLITS
 
 # HyenaDNA's five assemblies, in its label order: (species, GenBank accession, assembly name).
@@ -236,7 +235,7 @@ def chromosome_contigs(fasta: str | Path, chromosome_map: dict[str, str] | None 
     look like chromosomes (``chr1``, ``1``, ``X``, ``chrM``) are taken as such.
     """
     try:
-        with pysam.FastaFile(str(fasta)) as handle:
+        with open_indexed_fasta(fasta) as handle:
             contigs = [Contig(name, length) for name, length in zip(handle.references, handle.lengths)]
     except (OSError, ValueError) as err:
         raise VqdnaError(f"{fasta}: cannot open as an indexed FASTA ({err}); genomes must be bgzip-compressed and faidx-indexed") from None
@@ -321,7 +320,7 @@ def draw_samples(
     max_n = settings.max_n_fraction * length
     samples = []
     with contextlib.ExitStack() as stack:
-        handles = {s: stack.enter_context(pysam.FastaFile(str(genomes[s]))) for s in species_names}
+        handles = {s: stack.enter_context(open_indexed_fasta(genomes[s])) for s in species_names}
         for _ in range(count):
             label = int(rng.integers(len(species_names)))
             species = species_names[label]
