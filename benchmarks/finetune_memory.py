@@ -11,8 +11,8 @@ code_embedding_dim=64)``, frozen codebook, 2 labels) wrapped by peft's
 target_modules=[query, key, value, dense, intermediate, output],
 modules_to_save=["classifier"])`` (``LoraSettings``' defaults, LoRA dropout
 0.05), optionally with gradient checkpointing
-(``gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant":
-False})`` before wrapping, as ``finetune`` does). VQ codes are one per
+(``enable_gradient_checkpointing`` of ``vqdna.finetune.train``, non-reentrant,
+before wrapping, as ``finetune`` does). VQ codes are one per
 nucleotide, so a length in nucleotides is a length in tokens. One step is the
 fine-tuning loop's: forward with an all-true attention mask and labels (bf16
 autocast on CUDA), ``zero_grad``, backward, gradient clipping to norm 1, AdamW.
@@ -53,6 +53,7 @@ import time
 from pathlib import Path
 
 from machine import cpu_name
+from timing import training_step
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = {  # device -> hidden, layers, heads, intermediate
@@ -87,7 +88,7 @@ def build_model(args, device: str, checkpointing: bool, attention_dropout: float
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from vqdna.finetune.train import LoraSettings
+    from vqdna.finetune.train import LoraSettings, enable_gradient_checkpointing
     from vqdna.lm.configuration import VqdnaConfig
     from vqdna.lm.modeling import VqdnaForSequenceClassification
 
@@ -107,7 +108,7 @@ def build_model(args, device: str, checkpointing: bool, attention_dropout: float
     model = VqdnaForSequenceClassification(config)
     model.vqdna.set_code_embeddings([torch.randn(args.vocab, args.code_dim)])
     if checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_gradient_checkpointing(model)
     lora = LoraSettings()
     model = get_peft_model(
         model,
@@ -163,21 +164,11 @@ def measure_one(args) -> dict:
         limit = _status_kb("VmSize") * 1024 + budget
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
     seconds = []
+    inputs = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
     try:
         for _ in range(args.steps):
-            sync()
-            started = time.perf_counter()
-            with torch.autocast(device, dtype=torch.bfloat16, enabled=cuda):
-                loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            optimizer.step()
-            sync()
-            seconds.append(time.perf_counter() - started)
-            del loss
+            seconds.append(training_step(model, optimizer, inputs, device)[0])
             if seconds[0] > args.single_step_after_s:
                 break
         row["status"] = "ok"

@@ -47,10 +47,10 @@ import argparse
 import json
 import os
 import statistics
-import time
 from pathlib import Path
 
 from machine import machine_info
+from timing import matmul_tflops, training_step
 
 REPO = Path(__file__).resolve().parents[1]
 FLOPS_FORMULA = "6*N_matmul + 12*layers*hidden*seq_len  (per token, training step: forward + backward)"
@@ -82,26 +82,6 @@ def matmul_params(model) -> int:
 def flops_per_token(n_matmul: int, layers: int, hidden: int, length: int) -> dict:
     dense, attention = 6 * n_matmul, 12 * layers * hidden * length
     return {"dense_6N": dense, "attention_12LHS": attention, "total": dense + attention}
-
-
-def measure_matmul_tflops(device: str, size: int, repeats: int = 5) -> dict:
-    """Best rate of a size^3 matmul: fp32 on CPU, bf16 on CUDA."""
-    import torch
-
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    torch.matmul(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        sync()
-        started = time.perf_counter()
-        torch.matmul(a, b)
-        sync()
-        best = min(best, time.perf_counter() - started)
-    return {"size": size, "dtype": str(dtype).removeprefix("torch."), "best_seconds": round(best, 5),
-            "tflops": round(2 * size**3 / best / 1e12, 4)}
 
 
 def build_models(args, device: str):
@@ -200,11 +180,10 @@ def main() -> None:
         parser.error("--device cuda: no CUDA device visible")
     device = args.device
     cuda = device == "cuda"
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
     machine = machine_info(device, threads)
     matmul_size = args.matmul_size or (8192 if cuda else 2048)
 
-    peak_runs = [measure_matmul_tflops(device, matmul_size)]
+    peak_runs = [matmul_tflops(device, matmul_size, dtype="bfloat16" if cuda else "float32")]
     print(json.dumps({"matmul_peak_estimate": peak_runs[-1]}), flush=True)
 
     models = build_models(args, device)
@@ -215,35 +194,19 @@ def main() -> None:
     }
     batches = make_batches(args, device, args.warmup + args.steps)
 
-    def step(name: str, batch: dict) -> float:
-        model, optimizer = models[name], optimizers[name]
-        sync()
-        started = time.perf_counter()
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=cuda):
-            loss = model(**batch[name]).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-        optimizer.step()
-        sync()
-        seconds = time.perf_counter() - started
-        if not torch.isfinite(loss):
-            raise SystemExit(f"{name}: loss {loss.item()}")
-        return seconds
-
     seconds = {name: [] for name in models}
     peak_memory = {name: 0 for name in models}
     for i, batch in enumerate(batches):
         for name in models:  # the two models alternate step by step
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
-            took = step(name, batch)
+            took = training_step(models[name], optimizers[name], batch[name], device)[0]
             if i >= args.warmup:
                 seconds[name].append(took)
                 if cuda:
                     peak_memory[name] = max(peak_memory[name], torch.cuda.max_memory_allocated())
 
-    peak_runs.append(measure_matmul_tflops(device, matmul_size))
+    peak_runs.append(matmul_tflops(device, matmul_size, dtype="bfloat16" if cuda else "float32"))
     print(json.dumps({"matmul_peak_estimate": peak_runs[-1]}), flush=True)
     measured_peak = max(r["tflops"] for r in peak_runs)
     if args.peak_tflops is not None:
