@@ -23,7 +23,12 @@ from sklearn.metrics import (
 from vqdna import VqdnaError
 from vqdna.finetune.datasets import DatasetSpec, prepare_dataset, read_split
 from vqdna.finetune.metrics import classification_metrics, regression_metrics
-from vqdna.finetune.train import finetune, predict_logits, weights_fingerprint
+from vqdna.finetune.train import (
+    enable_gradient_checkpointing,
+    finetune,
+    predict_logits,
+    weights_fingerprint,
+)
 from vqdna.lm.configuration import VqdnaConfig
 from vqdna.lm.modeling import VqdnaForSequenceClassification
 from vqdna.tokenizer.api import load_tokenizer, tokenizer_hash
@@ -221,3 +226,24 @@ def test_metrics_give_encoder_and_tokenizer_sizes_and_forward_flops(stage3):
     config = json.loads((stage3["folder"] / "pretrained" / "config.json").read_text())
     expected = 2 * result["encoder_parameters"] * 20 + 4 * config["num_hidden_layers"] * 20**2 * config["hidden_size"]
     assert result["forward_gflops"] == pytest.approx(expected / 1e9, abs=1e-4)
+
+
+def test_gradient_checkpointing_recomputes_every_layer_and_leaves_lora_gradients_unchanged():
+    """The switch finetune uses (whichever name this transformers gives it) is on, and costs no exactness."""
+    config = VqdnaConfig(vocab_sizes=[16], code_embedding_dim=8, **TINY_ENCODER, hidden_dropout_prob=0.0,
+                         attention_probs_dropout_prob=0.0, classifier_dropout=0.0, num_labels=2)
+    input_ids = torch.randint(0, 16, (3, 20), generator=torch.Generator().manual_seed(1))
+    gradients = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = VqdnaForSequenceClassification(config)
+        if checkpointing:
+            enable_gradient_checkpointing(model)
+            assert all(layer.gradient_checkpointing for layer in model.vqdna.layers)
+        model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=4, target_modules=TARGETS, modules_to_save=["classifier"]))
+        model.train()
+        model(input_ids=input_ids, labels=torch.tensor([0, 1, 0])).loss.backward()
+        gradients.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+    assert gradients[0].keys() == gradients[1].keys() and any("lora_B" in n for n in gradients[0])
+    for name, gradient in gradients[0].items():
+        torch.testing.assert_close(gradients[1][name], gradient, atol=1e-6, rtol=1e-5)

@@ -84,6 +84,19 @@ def weights_fingerprint(named_tensors: dict[str, torch.Tensor], prefix: str = "v
     return digest.hexdigest()
 
 
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute each encoder layer in the backward pass (non-reentrant: works with frozen inputs and LoRA).
+
+    transformers 5.2x renamed the switch ``activation_checkpointing_enable`` and
+    deprecated the old name for removal in v6; earlier 5.x releases (5.17 on
+    the GPU images we test) know only ``gradient_checkpointing_enable``.
+    """
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def _pad_batch(codes: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Per sequence (levels, L) -> input_ids (B, L_max, levels), attention_mask (B, L_max)."""
     levels, longest = codes[0].shape[0], max(c.shape[1] for c in codes)
@@ -184,7 +197,7 @@ def finetune(
         )
     _check_targets(model, options.lora.target_modules)
     if options.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_gradient_checkpointing(model)
     lora = LoraConfig(
         task_type="SEQ_CLS",
         r=options.lora.r,
