@@ -91,15 +91,14 @@ def write_bgzip_fasta(source: str | Path, destination: str | Path, *, label: str
     (digits, spaces, punctuation), records without sequence. CRLF line
     endings and trailing blanks are accepted.
     """
+    import pysam
+
     label = label or str(source)
     contigs: list[Contig] = []
     seen: dict[str, int] = {}
     pending = bytearray()
     name: str | None = None
     length = 0
-
-    import pysam
-
     out = pysam.BGZFile(str(destination), "wb")
     try:
 
