@@ -79,7 +79,8 @@ def _status_kb(key: str) -> int:
     raise KeyError(key)
 
 
-def _is_oom(error: BaseException) -> bool:
+def is_out_of_memory(error: BaseException) -> bool:
+    """An allocation that failed: CUDA's out-of-memory error, or on CPU a MemoryError or a refused allocation."""
     text = str(error).lower()
     return isinstance(error, MemoryError) or "out of memory" in text or "alloc" in text
 
@@ -173,7 +174,7 @@ def measure_one(args) -> dict:
                 break
         row["status"] = "ok"
     except (RuntimeError, MemoryError) as error:  # torch.cuda.OutOfMemoryError is a RuntimeError
-        if not _is_oom(error):
+        if not is_out_of_memory(error):
             raise
         row["status"] = "out_of_memory"
         row["error"] = str(error).splitlines()[0][:300]

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import os
 import platform
@@ -64,6 +65,8 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
+
+from finetune_memory import is_out_of_memory
 
 REPO = Path(__file__).resolve().parents[1]
 REPRODUCE_CONFIG = REPO / "config" / "reproduce.yaml"
@@ -114,10 +117,12 @@ def git_commit() -> str:
     return out.stdout.strip() + ("+uncommitted changes" if dirty.stdout.strip() else "")
 
 
-def write_json_atomic(path: Path, value: object) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=str) + "\n")
-    tmp.replace(path)
+def write_atomic(path: Path, text: str) -> None:
+    """The file appears under ``path`` only once complete (a reader never sees half a report)."""
+    from vqdna.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def genome_name(path: Path) -> str:
@@ -157,7 +162,7 @@ class Section:
         self.data: dict = {"status": "running"}
 
     def save(self) -> None:
-        write_json_atomic(self.path, self.data)
+        write_atomic(self.path, json.dumps(self.data, indent=2) + "\n")
 
     def left(self) -> float:
         """Seconds left before this section's cap."""
@@ -195,27 +200,6 @@ def reset_device_memory(device: str) -> None:
 
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    return isinstance(error, MemoryError) or "out of memory" in str(error).lower()
-
-
-def base_id_windows(fastas: list[Path], length: int, count: int):
-    """Up to ``count`` windows of ``length`` nt as base ids (N, length), cut with pyarrow alone; repeated if fewer."""
-    import numpy as np
-
-    from vqdna.genome import FastaRecords, base_ids
-    from vqdna.windows import WindowSettings, iter_window_batches
-
-    arrays = []
-    for path in fastas:
-        for batch in iter_window_batches(FastaRecords.read(path), genome_name(path), WindowSettings(length=length, step=length)):
-            arrays.append(base_ids("".join(batch.column("sequence").to_pylist())).reshape(-1, length))
-            if sum(len(a) for a in arrays) >= count:
-                break
-    ids = np.concatenate(arrays)
-    return np.resize(ids, (count, length)) if len(ids) < count else ids[:count]
 
 
 # -- section: smoke -----------------------------------------------------------------------------------------
@@ -357,7 +341,7 @@ def section_encode(section: Section) -> None:
     from vqdna.genome import FastaRecords
     from vqdna.tokenizer.api import load_tokenizer, onehot
     from vqdna.tokenizer.train import split_config, train_tokenizer
-    from vqdna.windows import WindowSettings, write_windows
+    from vqdna.windows import WindowSettings, read_base_ids, write_windows
 
     ctx = section.ctx
     device, cuda, smoke = ctx.device, ctx.device.startswith("cuda"), ctx.smoke
@@ -369,7 +353,9 @@ def section_encode(section: Section) -> None:
     window_files = [work / "windows" / f"{genome_name(path)}.parquet" for path in fastas]
     for path, windows_file in zip(fastas, window_files):  # the tokenizers train on every genome's train split
         write_windows(FastaRecords.read(path), windows_file, genome_name(path), WindowSettings(length=length, step=length))
-    ids = base_id_windows(fastas, length, count)
+    # Encoded: the first `count` windows, held-out splits first (repeated if the genomes have fewer).
+    ids = np.concatenate([read_base_ids(f, split) for split in ("test", "dev", "train") for f in window_files])
+    ids = np.resize(ids, (count, length)) if len(ids) < count else ids[:count]
     nucleotides = int(ids.size)
     section.data.update(windows=int(len(ids)), window_length=length, nucleotides=nucleotides, genomes=[str(p) for p in fastas],
                         spec_peak_tflops=ctx.spec_tflops, measured_peak_tflops=ctx.measured_tflops,
@@ -660,6 +646,8 @@ def section_finetune(section: Section) -> None:
             per_sequence[length] = seconds[-1] / batch
         if cuda:
             row["peak_memory_gb"] = round((torch.cuda.max_memory_allocated() - base) / 2**30, 2)
+            if length == 32768 and row["status"] == "ok":  # the goal counts everything on the device, weights too
+                row["meets_goal"] = torch.cuda.max_memory_allocated() / 2**30 <= GOALS["finetune_32k_within_gb"]
         del inputs, input_ids
         section.save()
     section.data["weights_and_optimizer_gb"] = weights_gb
@@ -719,7 +707,7 @@ def preflight(args) -> dict:
                    "vqdna.finetune.train", "vqdna.finetune.probe", "vqdna.predict"):
         t = time.perf_counter()
         try:
-            loaded = __import__(module, fromlist=["_"])
+            loaded = importlib.import_module(module)
         except Exception as error:  # noqa: BLE001 (every failure is recorded)
             imports[module] = f"failed: {type(error).__name__}: {error}"
             continue
@@ -727,7 +715,7 @@ def preflight(args) -> dict:
     record["imports"] = imports
     for optional in ("pysam", "snakemake"):
         try:
-            __import__(optional)
+            importlib.import_module(optional)
             record[f"{optional}_importable"] = True
         except ImportError:
             record[f"{optional}_importable"] = False
@@ -839,7 +827,8 @@ def markdown(result: dict) -> str:
                          f"{_fmt(row.get('tokens_per_second'))} | {_fmt(row.get('peak_memory_gb'))} |")
         for key in ("longest_length_note", "flash_attention"):
             if key in sections["finetune"]:
-                lines.append(f"\n{key.replace('_', ' ').capitalize()}: {json.dumps(sections['finetune'][key]).strip(chr(34))}")
+                value = sections["finetune"][key]
+                lines.append(f"\n{key.replace('_', ' ').capitalize()}: {value if isinstance(value, str) else json.dumps(value)}")
         lines.append("")
     for name, section in sections.items():
         if section.get("status") in ("error", "time_cap") and section.get("error"):
@@ -849,10 +838,8 @@ def markdown(result: dict) -> str:
 
 
 def write_report(result: dict, outdir: Path) -> None:
-    write_json_atomic(outdir / "gpu_check.json", result)
-    tmp = outdir / ".gpu_check.md.tmp"
-    tmp.write_text(markdown(result))
-    tmp.replace(outdir / "gpu_check.md")
+    write_atomic(outdir / "gpu_check.json", json.dumps(result, indent=2) + "\n")
+    write_atomic(outdir / "gpu_check.md", markdown(result))
 
 
 def main() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 
@@ -47,7 +48,7 @@ def training_step(model, optimizer, inputs: dict, device: str) -> tuple[float, f
     synchronize(device)
     seconds = time.perf_counter() - started
     value = loss.item()
-    if value != value or value in (float("inf"), float("-inf")):
+    if not math.isfinite(value):
         raise RuntimeError(f"{type(model).__name__}: loss became {value}")
     return seconds, value
 
