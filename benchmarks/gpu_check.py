@@ -119,7 +119,7 @@ def git_commit() -> str:
 
 def write_atomic(path: Path, text: str) -> None:
     """The file appears under ``path`` only once complete (a reader never sees half a report)."""
-    from vqdna.io import atomic_path
+    from vqdna.artifacts import atomic_path
 
     with atomic_path(path) as tmp:
         tmp.write_text(text)
@@ -223,16 +223,16 @@ def section_smoke(section: Section) -> None:
     import numpy as np
     import pyarrow.parquet as pq
 
-    from vqdna.finetune.datasets import DatasetSpec, prepare_dataset
-    from vqdna.finetune.probe import linear_probe
+    from vqdna.datasets.prepare import DatasetSpec, prepare_dataset
+    from vqdna.evaluation.probe import linear_probe
     from vqdna.finetune.train import finetune
     from vqdna.genome import FastaRecords
     from vqdna.lm.pretrain import pretrain
     from vqdna.predict import embed, predict
     from vqdna.tokenizer.api import load_tokenizer
     from vqdna.tokenizer.evaluate import evaluate_tokenizer, load_windows
+    from vqdna.tokenizer.tokens import tokenize_windows
     from vqdna.tokenizer.train import train_tokenizer
-    from vqdna.tokens import tokenize_windows
     from vqdna.windows import WindowSettings, write_windows
 
     ctx, work = section.ctx, section.ctx.work / "smoke"
@@ -492,7 +492,7 @@ def section_pretrain(section: Section) -> None:
     from timing import synchronize, training_step
 
     from vqdna.lm.pretrain import PretrainConfig, _train_step
-    from vqdna.tokens import Codes
+    from vqdna.tokenizer.tokens import Codes
 
     ctx = section.ctx
     device, cuda, smoke = ctx.device, ctx.device.startswith("cuda"), ctx.smoke
@@ -703,8 +703,8 @@ def preflight(args) -> dict:
     record: dict = {"status": "running"}
     imports = {}
     for module in ("torch", "transformers", "peft", "pyarrow", "safetensors", "tokenizers", "numpy", "sklearn", "yaml",
-                   "vqdna.cli", "vqdna.windows", "vqdna.tokens", "vqdna.tokenizer.train", "vqdna.lm.pretrain",
-                   "vqdna.finetune.train", "vqdna.finetune.probe", "vqdna.predict"):
+                   "vqdna.cli", "vqdna.windows", "vqdna.tokenizer.tokens", "vqdna.tokenizer.train", "vqdna.lm.pretrain",
+                   "vqdna.finetune.train", "vqdna.evaluation.probe", "vqdna.predict"):
         t = time.perf_counter()
         try:
             loaded = importlib.import_module(module)

@@ -34,7 +34,7 @@ def write_token_file(path: Path, windows: int, length: int, levels: int, seed: i
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from vqdna.io import tokens_schema, with_metadata
+    from vqdna.artifacts import tokens_schema, with_metadata
 
     schema = with_metadata(tokens_schema([512] * levels, with_token_starts=False), tokenizer_hash=HASH, genome="synthetic")
     rng = np.random.default_rng(seed)
@@ -69,7 +69,7 @@ def read_batches(codes, batches: int, batch_size: int) -> float:
 
 def child(mode: str, token_file: Path, folder: Path, batches: int, batch_size: int) -> dict:
     from vqdna.lm.corpus import build_corpus, open_corpus
-    from vqdna.tokens import read_codes
+    from vqdna.tokenizer.tokens import read_codes
 
     before = peak_rss_mb()
     started = time.perf_counter()

@@ -69,8 +69,8 @@ def _tokenize(windows: Path, folder: Path, threads: int) -> dict:
     import torch
 
     from vqdna.tokenizer.api import VQTokenizer
+    from vqdna.tokenizer.tokens import tokenize_windows
     from vqdna.tokenizer.vq import VQVAE, VQConfig
-    from vqdna.tokens import tokenize_windows
 
     torch.manual_seed(0)
     VQTokenizer(VQVAE(VQConfig(width=16, depth=1, codebook_size=16)), device="cpu").save(folder / "tokenizer")

@@ -14,8 +14,8 @@ import torch
 from vqdna.lm.pretrain import pretrain
 from vqdna.tokenizer.api import VQTokenizer
 from vqdna.tokenizer.hrq import HRQ, HRQConfig
+from vqdna.tokenizer.tokens import tokenize_windows
 from vqdna.tokenizer.vq import VQVAE, VQConfig
-from vqdna.tokens import tokenize_windows
 from vqdna.windows import WindowSettings, write_windows
 
 TINY_ENCODER = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}

@@ -15,10 +15,10 @@ import pytest
 from helpers import TINY_RUN, write_ggg_gue_folder
 
 from vqdna import VqdnaError
-from vqdna.finetune.datasets import DatasetSpec, prepare_dataset
+from vqdna.artifacts import read_metadata
+from vqdna.datasets.prepare import DatasetSpec, prepare_dataset
 from vqdna.finetune.train import finetune
 from vqdna.genome import normalise_sequence
-from vqdna.io import read_metadata
 from vqdna.lm.configuration import VqdnaConfig
 from vqdna.lm.modeling import VqdnaForMaskedLM
 from vqdna.lm.pretrain import pretrain
@@ -32,8 +32,8 @@ from vqdna.tokenizer.baselines import (
     KmerTokenizer,
 )
 from vqdna.tokenizer.evaluate import evaluate_tokenizer
+from vqdna.tokenizer.tokens import read_codes, tokenize_windows
 from vqdna.tokenizer.train import train_tokenizer
-from vqdna.tokens import read_codes, tokenize_windows
 from vqdna.windows import WindowSettings, write_windows
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

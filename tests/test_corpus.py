@@ -8,9 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from vqdna import VqdnaError
-from vqdna.io import tokens_schema, with_metadata
+from vqdna.artifacts import tokens_schema, with_metadata
 from vqdna.lm.corpus import build_corpus, open_corpus
-from vqdna.tokens import Codes, read_codes
+from vqdna.tokenizer.tokens import Codes, read_codes
 
 HASH = "a" * 64
 

@@ -15,8 +15,8 @@ from helpers import data_file
 
 import vqdna
 from vqdna import VqdnaError
+from vqdna.datasets.prepare import DatasetSpec, prepare_dataset
 from vqdna.download import fetch_genome
-from vqdna.finetune.datasets import DatasetSpec, prepare_dataset
 from vqdna.windows import WindowSettings, write_windows
 
 SPLITS = ("train", "dev", "test")

@@ -21,8 +21,8 @@ from sklearn.metrics import (
 )
 
 from vqdna import VqdnaError
-from vqdna.finetune.datasets import DatasetSpec, prepare_dataset, read_split
-from vqdna.finetune.metrics import classification_metrics, regression_metrics
+from vqdna.datasets.prepare import DatasetSpec, prepare_dataset, read_split
+from vqdna.evaluation.metrics import classification_metrics, regression_metrics
 from vqdna.finetune.train import (
     enable_gradient_checkpointing,
     finetune,

@@ -14,10 +14,10 @@ import pytest
 from helpers import tiny_tokenizer
 
 from vqdna import VqdnaError
-from vqdna.inspect import decode_row, inspect_path
+from vqdna.inspection import decode_row, inspect_path
 from vqdna.tokenizer.api import load_tokenizer
 from vqdna.tokenizer.baselines import KmerConfig, KmerTokenizer
-from vqdna.tokens import tokenize_windows
+from vqdna.tokenizer.tokens import tokenize_windows
 from vqdna.windows import WindowSettings, write_windows
 
 WINDOW = 32

@@ -17,11 +17,11 @@ from helpers import data_file, tiny_pretrained
 from peft import PeftModel
 from transformers import AutoModel
 
+from vqdna.artifacts import read_metadata
 from vqdna.cli import main
-from vqdna.finetune.datasets import DatasetSpec, prepare_dataset, read_split
-from vqdna.finetune.metrics import classification_metrics
+from vqdna.datasets.prepare import DatasetSpec, prepare_dataset, read_split
+from vqdna.evaluation.metrics import classification_metrics
 from vqdna.finetune.train import finetune
-from vqdna.io import read_metadata
 from vqdna.lm.modeling import VqdnaForMaskedLM, VqdnaForSequenceClassification
 from vqdna.predict import embed
 from vqdna.tokenizer.api import load_tokenizer, tokenizer_hash

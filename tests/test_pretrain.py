@@ -37,7 +37,7 @@ from vqdna.lm.pretrain import (
     pretrain,
 )
 from vqdna.tokenizer.api import tokenizer_hash
-from vqdna.tokens import Codes, read_codes, tokenize_windows
+from vqdna.tokenizer.tokens import Codes, read_codes, tokenize_windows
 from vqdna.windows import WindowSettings, write_windows
 
 NO_DROPOUT = {**TINY_ENCODER, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}

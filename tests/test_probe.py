@@ -21,13 +21,13 @@ from sklearn.metrics import (
 )
 
 from vqdna import VqdnaError
-from vqdna.finetune.datasets import DatasetSpec, prepare_dataset
-from vqdna.finetune.kmer_baseline import (
+from vqdna.datasets.prepare import DatasetSpec, prepare_dataset
+from vqdna.evaluation.kmer_baseline import (
     kmer_baseline,
     kmer_feature_names,
     kmer_features,
 )
-from vqdna.finetune.probe import linear_probe, tokenizer_features
+from vqdna.evaluation.probe import linear_probe, tokenizer_features
 from vqdna.tokenizer.api import load_tokenizer
 from vqdna.tokenizer.baselines import KmerConfig, KmerTokenizer
 

@@ -16,7 +16,7 @@ import pytest
 from helpers import data_file
 
 from vqdna import VqdnaError
-from vqdna.finetune.species import (
+from vqdna.datasets.species import (
     SpeciesSettings,
     chromosome_contigs,
     draw_samples,

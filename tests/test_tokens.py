@@ -13,8 +13,8 @@ import torch
 
 from vqdna import VqdnaError
 from vqdna.tokenizer.api import VQTokenizer, load_tokenizer, tokenizer_hash
+from vqdna.tokenizer.tokens import read_codes, tokenize_windows
 from vqdna.tokenizer.vq import VQVAE, VQConfig
-from vqdna.tokens import read_codes, tokenize_windows
 from vqdna.windows import WindowSettings, write_windows
 
 KEY_COLUMNS = ["genome", "contig", "start", "end", "strand", "split"]

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import shutil
 import json
+import shutil
 import subprocess
 
 import duckdb

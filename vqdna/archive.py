@@ -25,6 +25,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit, urlunsplit
 
 from vqdna import VqdnaError, __version__
+from vqdna.artifacts import atomic_dir, atomic_path
 from vqdna.download import (
     MIRROR_ENV,
     download_file,
@@ -33,7 +34,6 @@ from vqdna.download import (
     sha256_of,
     source_file_name,
 )
-from vqdna.io import atomic_dir, atomic_path
 
 ZIP_MAGIC = b"PK\x03\x04"
 UNPACKED_MARKER = "UNPACKED.json"

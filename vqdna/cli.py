@@ -102,7 +102,7 @@ def cmd_evaluate_tokenizer(args: argparse.Namespace) -> None:
 
 
 def cmd_tokenize(args: argparse.Namespace) -> None:
-    from vqdna.tokens import tokenize_windows
+    from vqdna.tokenizer.tokens import tokenize_windows
 
     rows = tokenize_windows(args.tokenizer, args.name, args.windows, args.output, threads=args.threads, device=args.device)
     logging.info("%s: %d windows tokenized", args.output, rows)
@@ -128,7 +128,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
 
 def cmd_prepare_dataset(args: argparse.Namespace) -> None:
-    from vqdna.finetune.datasets import DatasetSpec, prepare_dataset
+    from vqdna.datasets.prepare import DatasetSpec, prepare_dataset
 
     counts = prepare_dataset(
         DatasetSpec(**args.spec), args.output, {g: Path(p) for g, p in args.windows}, args.archives_dir,
@@ -138,7 +138,7 @@ def cmd_prepare_dataset(args: argparse.Namespace) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from vqdna.finetune.datasets import DatasetSpec
+    from vqdna.datasets.prepare import DatasetSpec
     from vqdna.finetune.train import finetune
 
     result = finetune(
@@ -149,16 +149,16 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
 
 def cmd_kmer_baseline(args: argparse.Namespace) -> None:
-    from vqdna.finetune.datasets import DatasetSpec
-    from vqdna.finetune.kmer_baseline import kmer_baseline
+    from vqdna.datasets.prepare import DatasetSpec
+    from vqdna.evaluation.kmer_baseline import kmer_baseline
 
     result = kmer_baseline(DatasetSpec(**args.spec), Path(args.dataset), Path(args.output), settings=args.settings, seed=args.seed)
     logging.info("%s k-mer baseline: test %s", result["dataset"], result["test"])
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
-    from vqdna.finetune.datasets import DatasetSpec
-    from vqdna.finetune.probe import linear_probe
+    from vqdna.datasets.prepare import DatasetSpec
+    from vqdna.evaluation.probe import linear_probe
 
     result = linear_probe(
         DatasetSpec(**args.spec), Path(args.dataset), Path(args.output), tokenizer_dir=args.tokenizer,
@@ -195,7 +195,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
-    from vqdna.inspect import decode_row, inspect_path
+    from vqdna.inspection import decode_row, inspect_path
 
     if args.decode is not None:
         print(decode_row(args.path, args.decode, tokenizer_dir=args.tokenizer, windows_path=args.windows))

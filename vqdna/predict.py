@@ -33,9 +33,9 @@ from peft import PeftModel
 from safetensors import safe_open
 
 from vqdna import VqdnaError
+from vqdna.artifacts import atomic_path, parquet_writer, with_metadata
 from vqdna.finetune.train import _pad_batch, predict_logits, weights_fingerprint
 from vqdna.genome import base_ids, normalise_sequence, read_fasta
-from vqdna.io import atomic_path, parquet_writer, with_metadata
 from vqdna.lm.configuration import VqdnaConfig
 from vqdna.lm.modeling import VqdnaForSequenceClassification, VqdnaModel
 from vqdna.tokenizer.api import VQTokenizer, best_device, load_tokenizer

@@ -30,7 +30,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from vqdna import VqdnaError
-from vqdna.io import atomic_path
+from vqdna.artifacts import atomic_path
 
 PUBLISHED_OF_TYPE = {"vq": "vqdna_vq", "hrq": "vqdna_hrq"}  # our rows stand beside these published rows
 PUBLISHED_FILES = {

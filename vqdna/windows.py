@@ -27,8 +27,8 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from vqdna import VqdnaError
+from vqdna.artifacts import SPLITS, WINDOWS_SCHEMA, parquet_writer, with_metadata
 from vqdna.genome import FastaRecords, base_ids, normalise_sequence, open_indexed_fasta
-from vqdna.io import SPLITS, WINDOWS_SCHEMA, parquet_writer, with_metadata
 
 log = logging.getLogger(__name__)
 _COMPLEMENT = str.maketrans("ACGTN", "TGCAN")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vqdna import VqdnaError
-from vqdna.io import atomic_path
+from vqdna.artifacts import atomic_path
 
 REPO = Path(__file__).resolve().parents[2]
 PAPER = REPO.parent / "shared" / "paper" / "000_5611a3c6d314a237.txt"

@@ -23,9 +23,9 @@ from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from vqdna import VqdnaError
-from vqdna.finetune.datasets import DatasetSpec, read_split
-from vqdna.finetune.metrics import classification_metrics, regression_metrics
-from vqdna.io import atomic_dir, parquet_writer, with_metadata, write_json
+from vqdna.artifacts import atomic_dir, parquet_writer, with_metadata, write_json
+from vqdna.datasets.prepare import DatasetSpec, read_split
+from vqdna.evaluation.metrics import classification_metrics, regression_metrics
 from vqdna.lm.modeling import VqdnaForSequenceClassification
 from vqdna.tokenizer.api import VQTokenizer, best_device, load_tokenizer
 

@@ -27,8 +27,8 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from vqdna import VqdnaError
-from vqdna.io import atomic_dir, require_metadata
-from vqdna.tokens import Codes
+from vqdna.artifacts import atomic_dir, require_metadata
+from vqdna.tokenizer.tokens import Codes
 
 TOKENS = "tokens.bin"
 STARTS = "starts.npy"
@@ -39,7 +39,7 @@ LAYOUT = "layout.json"
 class MappedCodes:
     """Windows (or pieces of windows) read from one flat ``tokens`` array.
 
-    Same interface as :class:`vqdna.tokens.Codes` where pretraining needs it:
+    Same interface as :class:`vqdna.tokenizer.tokens.Codes` where pretraining needs it:
     ``len``, ``lengths`` and ``padded(rows)``.
     """
 

@@ -37,6 +37,7 @@ from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from vqdna import VqdnaError
+from vqdna.artifacts import atomic_dir, write_csv, write_json
 from vqdna.distributed import (
     all_gather_objects,
     all_reduce_sum,
@@ -45,7 +46,6 @@ from vqdna.distributed import (
     join_process_group,
     rank_device,
 )
-from vqdna.io import atomic_dir, write_csv, write_json
 from vqdna.lm.checkpoints import (
     clear_state,
     fingerprint,
@@ -57,7 +57,7 @@ from vqdna.lm.configuration import VqdnaConfig
 from vqdna.lm.corpus import LAYOUT, MappedCodes, build_corpus, open_corpus
 from vqdna.lm.modeling import VqdnaForMaskedLM
 from vqdna.tokenizer.api import best_device, load_tokenizer
-from vqdna.tokens import Codes
+from vqdna.tokenizer.tokens import Codes
 
 log = logging.getLogger(__name__)
 

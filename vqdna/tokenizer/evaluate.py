@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from vqdna import VqdnaError
+from vqdna.artifacts import write_json
 from vqdna.genome import base_ids, bases_from_ids
-from vqdna.io import write_json
 from vqdna.tokenizer import metrics
 from vqdna.tokenizer.api import VQTokenizer, load_tokenizer, onehot
 from vqdna.windows import read_base_ids

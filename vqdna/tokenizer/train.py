@@ -23,6 +23,7 @@ from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from vqdna import VqdnaError
+from vqdna.artifacts import atomic_dir, write_csv, write_json
 from vqdna.distributed import (
     all_gather_cat,
     all_reduce_sum,
@@ -32,7 +33,6 @@ from vqdna.distributed import (
     rank_device,
 )
 from vqdna.genome import bases_from_ids
-from vqdna.io import atomic_dir, write_csv, write_json
 from vqdna.tokenizer import metrics
 from vqdna.tokenizer.api import MODEL_TYPES, VQTokenizer, onehot
 from vqdna.tokenizer.baselines import BASELINE_TYPES, BPETokenizer

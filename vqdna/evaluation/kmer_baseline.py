@@ -14,7 +14,7 @@ a small grid (the dataset's metric, as fine-tuning picks its best epoch),
 fitted on train only, and the chosen model is scored once on test.
 
 The fitting and the metrics.json / predictions.parquet layout are shared with
-the linear probes (:mod:`vqdna.finetune.probe`), so the tables code reads all
+the linear probes (:mod:`vqdna.evaluation.probe`), so the tables code reads all
 of them beside fine-tuned runs.
 """
 
@@ -34,10 +34,16 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.preprocessing import StandardScaler
 
 from vqdna import VqdnaError
-from vqdna.finetune.datasets import DatasetSpec, read_split
-from vqdna.finetune.metrics import classification_metrics, regression_metrics
+from vqdna.artifacts import (
+    SPLITS,
+    atomic_dir,
+    parquet_writer,
+    with_metadata,
+    write_json,
+)
+from vqdna.datasets.prepare import DatasetSpec, read_split
+from vqdna.evaluation.metrics import classification_metrics, regression_metrics
 from vqdna.genome import base_ids
-from vqdna.io import SPLITS, atomic_dir, parquet_writer, with_metadata, write_json
 
 log = logging.getLogger(__name__)
 

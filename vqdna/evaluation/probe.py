@@ -33,8 +33,9 @@ import torch
 from tqdm import tqdm
 
 from vqdna import VqdnaError
-from vqdna.finetune.datasets import DatasetSpec
-from vqdna.finetune.kmer_baseline import (
+from vqdna.artifacts import SPLITS
+from vqdna.datasets.prepare import DatasetSpec
+from vqdna.evaluation.kmer_baseline import (
     LinearSettings,
     fit_on_dev,
     predict_scores,
@@ -43,7 +44,6 @@ from vqdna.finetune.kmer_baseline import (
     task_metrics,
     write_outputs,
 )
-from vqdna.io import SPLITS
 from vqdna.predict import (
     Tokenizer,
     _encode,

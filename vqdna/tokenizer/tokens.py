@@ -16,8 +16,7 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from vqdna.genome import base_ids
-from vqdna.io import (
+from vqdna.artifacts import (
     WINDOW_KEY_FIELDS,
     code_type,
     iter_row_groups,
@@ -27,6 +26,7 @@ from vqdna.io import (
     tokens_schema,
     with_metadata,
 )
+from vqdna.genome import base_ids
 from vqdna.tokenizer.api import VQTokenizer, load_tokenizer
 
 _KEY_COLUMNS = [f.name for f in WINDOW_KEY_FIELDS]

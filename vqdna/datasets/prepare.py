@@ -9,7 +9,7 @@ Three kinds of source:
   of each genome's windows of the same split (so splits come from disjoint
   regions and nothing leaks), the same number per genome (balanced);
 - species classification (``kind`` species, HyenaDNA's protocol,
-  :mod:`vqdna.finetune.species`): samples of ``max_length`` bases drawn from
+  :mod:`vqdna.datasets.species`): samples of ``max_length`` bases drawn from
   whole chromosomes, each split from its own chromosomes.
 """
 
@@ -29,14 +29,14 @@ import pyarrow.parquet as pq
 
 from vqdna import VqdnaError
 from vqdna.archive import is_archive_source, resolve_archive_source
-from vqdna.download import download_file, is_remote
-from vqdna.finetune.species import (
+from vqdna.artifacts import SPLITS, dataset_schema, parquet_writer, with_metadata
+from vqdna.datasets.species import (
     SpeciesSettings,
     read_assembly_report,
     species_dataset,
 )
+from vqdna.download import download_file, is_remote
 from vqdna.genome import base_ids, normalise_sequence
-from vqdna.io import SPLITS, dataset_schema, parquet_writer, with_metadata
 
 TASKS = ("classification", "regression")
 KINDS = ("csv", "genome_tiles", "species")

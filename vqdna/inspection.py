@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vqdna import VqdnaError
-from vqdna.io import WINDOW_KEY_FIELDS, iter_row_groups, read_metadata
+from vqdna.artifacts import WINDOW_KEY_FIELDS, iter_row_groups, read_metadata
 from vqdna.tokenizer.metrics import perplexity_of_counts
 
 KEY_COLUMNS = [f.name for f in WINDOW_KEY_FIELDS]

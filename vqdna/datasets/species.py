@@ -45,8 +45,8 @@ from pathlib import Path
 import numpy as np
 
 from vqdna import VqdnaError
+from vqdna.artifacts import SPLITS
 from vqdna.genome import Contig, normalise_sequence, open_indexed_fasta, open_maybe_gzip
-from vqdna.io import SPLITS
 
 # HyenaDNA's five assemblies, in its label order: (species, GenBank accession, assembly name).
 HYENADNA_ASSEMBLIES = (

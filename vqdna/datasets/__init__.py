@@ -1,0 +1,1 @@
+"""Prepare a benchmark dataset (the prepare_dataset rule): GUE CSVs, genome tiles, species."""
