@@ -223,7 +223,8 @@ def section_smoke(section: Section) -> None:
     import numpy as np
     import pyarrow.parquet as pq
 
-    from vqdna.datasets.prepare import DatasetSpec, prepare_dataset
+    from vqdna.datasets.prepare import prepare_dataset
+    from vqdna.datasets.spec import DatasetSpec
     from vqdna.evaluation.probe import linear_probe
     from vqdna.finetune.train import finetune
     from vqdna.genome import FastaRecords

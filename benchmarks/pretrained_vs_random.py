@@ -95,7 +95,8 @@ def build_random_encoder(pretrained: Path, tokenizer_dir: Path, seed: int, out: 
 
 
 def prepare(task: str, args, work: Path):
-    from vqdna.datasets.prepare import DatasetSpec, prepare_dataset
+    from vqdna.datasets.prepare import prepare_dataset
+    from vqdna.datasets.spec import DatasetSpec
 
     info = TASKS[task]
     subset = args.prom_train_samples if task == "prom_core_notata" else args.mouse_train_samples

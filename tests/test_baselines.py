@@ -16,7 +16,8 @@ from helpers import TINY_RUN, write_ggg_gue_folder
 
 from vqdna import VqdnaError
 from vqdna.artifacts import read_metadata
-from vqdna.datasets.prepare import DatasetSpec, prepare_dataset
+from vqdna.datasets.prepare import prepare_dataset
+from vqdna.datasets.spec import DatasetSpec
 from vqdna.finetune.train import finetune
 from vqdna.genome import normalise_sequence
 from vqdna.lm.configuration import VqdnaConfig

@@ -15,7 +15,8 @@ from helpers import data_file
 
 import vqdna
 from vqdna import VqdnaError
-from vqdna.datasets.prepare import DatasetSpec, prepare_dataset
+from vqdna.datasets.prepare import prepare_dataset
+from vqdna.datasets.spec import DatasetSpec
 from vqdna.download import fetch_genome
 from vqdna.windows import WindowSettings, write_windows
 

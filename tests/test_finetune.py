@@ -21,8 +21,8 @@ from sklearn.metrics import (
 )
 
 from vqdna import VqdnaError
-from vqdna.datasets.prepare import DatasetSpec, prepare_dataset, read_split
-from vqdna.evaluation.metrics import classification_metrics, regression_metrics
+from vqdna.datasets.prepare import prepare_dataset
+from vqdna.datasets.spec import DatasetSpec, read_split
 from vqdna.finetune.train import (
     enable_gradient_checkpointing,
     finetune,
@@ -31,6 +31,7 @@ from vqdna.finetune.train import (
 )
 from vqdna.lm.configuration import VqdnaConfig
 from vqdna.lm.modeling import VqdnaForSequenceClassification
+from vqdna.metrics import classification_metrics, regression_metrics
 from vqdna.tokenizer.api import load_tokenizer, tokenizer_hash
 
 TARGETS = ["query", "key", "value", "dense"]

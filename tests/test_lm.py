@@ -13,7 +13,8 @@ from transformers import AutoConfig, AutoModelForMaskedLM
 
 import vqdna.lm.modeling  # noqa: F401  (registers model_type "vqdna" with the Auto classes)
 from vqdna import VqdnaError
-from vqdna.datasets.prepare import DatasetSpec, prepare_dataset
+from vqdna.datasets.prepare import prepare_dataset
+from vqdna.datasets.spec import DatasetSpec
 from vqdna.finetune.train import finetune
 from vqdna.lm.configuration import VqdnaConfig
 from vqdna.lm.modeling import (

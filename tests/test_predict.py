@@ -19,10 +19,11 @@ from transformers import AutoModel
 
 from vqdna.artifacts import read_metadata
 from vqdna.cli import main
-from vqdna.datasets.prepare import DatasetSpec, prepare_dataset, read_split
-from vqdna.evaluation.metrics import classification_metrics
+from vqdna.datasets.prepare import prepare_dataset
+from vqdna.datasets.spec import DatasetSpec, read_split
 from vqdna.finetune.train import finetune
 from vqdna.lm.modeling import VqdnaForMaskedLM, VqdnaForSequenceClassification
+from vqdna.metrics import classification_metrics
 from vqdna.predict import embed
 from vqdna.tokenizer.api import load_tokenizer, tokenizer_hash
 

@@ -21,7 +21,8 @@ from sklearn.metrics import (
 )
 
 from vqdna import VqdnaError
-from vqdna.datasets.prepare import DatasetSpec, prepare_dataset
+from vqdna.datasets.prepare import prepare_dataset
+from vqdna.datasets.spec import DatasetSpec
 from vqdna.evaluation.kmer_baseline import (
     kmer_baseline,
     kmer_feature_names,

@@ -83,15 +83,6 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in raw.items() if k.startswith(b"vqdna.")}
 
 
-def require_metadata(path: str | Path, key: str, expected: str, what_to_do: str) -> None:
-    """Fail with one line when a provenance key differs from what the consumer expects."""
-    found = read_metadata(path).get(f"vqdna.{key}")
-    if found != expected:
-        raise VqdnaError(
-            f"{path}: vqdna.{key} is {found!r} but {expected!r} was expected; {what_to_do}"
-        )
-
-
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place only on success.

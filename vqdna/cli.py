@@ -128,7 +128,8 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
 
 def cmd_prepare_dataset(args: argparse.Namespace) -> None:
-    from vqdna.datasets.prepare import DatasetSpec, prepare_dataset
+    from vqdna.datasets.prepare import prepare_dataset
+    from vqdna.datasets.spec import DatasetSpec
 
     counts = prepare_dataset(
         DatasetSpec(**args.spec), args.output, {g: Path(p) for g, p in args.windows}, args.archives_dir,
@@ -138,7 +139,7 @@ def cmd_prepare_dataset(args: argparse.Namespace) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from vqdna.datasets.prepare import DatasetSpec
+    from vqdna.datasets.spec import DatasetSpec
     from vqdna.finetune.train import finetune
 
     result = finetune(
@@ -149,7 +150,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
 
 def cmd_kmer_baseline(args: argparse.Namespace) -> None:
-    from vqdna.datasets.prepare import DatasetSpec
+    from vqdna.datasets.spec import DatasetSpec
     from vqdna.evaluation.kmer_baseline import kmer_baseline
 
     result = kmer_baseline(DatasetSpec(**args.spec), Path(args.dataset), Path(args.output), settings=args.settings, seed=args.seed)
@@ -157,7 +158,7 @@ def cmd_kmer_baseline(args: argparse.Namespace) -> None:
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
-    from vqdna.datasets.prepare import DatasetSpec
+    from vqdna.datasets.spec import DatasetSpec
     from vqdna.evaluation.probe import linear_probe
 
     result = linear_probe(

@@ -244,15 +244,14 @@ def _tokenizer_folder(path: Path, metadata: dict[str, str], given: str | Path | 
 
 def matching_tokenizer(path: Path, metadata: dict[str, str], given: str | Path | None):
     """The tokenizer folder's tokenizer, loaded on CPU, once its hash equals the file's vqdna.tokenizer_hash."""
+    from vqdna.runtime import check_tokenizer_hash
     from vqdna.tokenizer.api import load_tokenizer, tokenizer_hash
 
     folder = _tokenizer_folder(path, metadata, given)
-    expected, found = metadata.get("vqdna.tokenizer_hash"), tokenizer_hash(folder)
-    if expected != found:
-        raise VqdnaError(
-            f"{path}: made with tokenizer hash {(expected or 'none')[:12]}..., but {folder} has hash {found[:12]}...; "
-            "give the --tokenizer folder these tokens were made with"
-        )
+    check_tokenizer_hash(
+        metadata.get("vqdna.tokenizer_hash"), tokenizer_hash(folder), made=f"{path} was made with", given=folder,
+        remedy="give the --tokenizer folder these tokens were made with",
+    )
     return load_tokenizer(folder, device="cpu")
 
 

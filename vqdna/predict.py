@@ -34,11 +34,17 @@ from safetensors import safe_open
 
 from vqdna import VqdnaError
 from vqdna.artifacts import atomic_path, parquet_writer, with_metadata
-from vqdna.finetune.train import _pad_batch, predict_logits, weights_fingerprint
+from vqdna.finetune.train import predict_logits, weights_fingerprint
 from vqdna.genome import base_ids, normalise_sequence, read_fasta
 from vqdna.lm.configuration import VqdnaConfig
 from vqdna.lm.modeling import VqdnaForSequenceClassification, VqdnaModel
-from vqdna.tokenizer.api import VQTokenizer, best_device, load_tokenizer
+from vqdna.runtime import (
+    check_tokenizer_hash,
+    choose_device,
+    encode_sequences,
+    pad_codes,
+)
+from vqdna.tokenizer.api import VQTokenizer, load_tokenizer
 from vqdna.tokenizer.baselines import BaselineTokenizer
 
 log = logging.getLogger(__name__)
@@ -206,22 +212,14 @@ def load_encoder(model_dir: Path, pretrained_dir: str | Path | None = None) -> t
     return encoder, encoder.config, model_dir
 
 
-def _matching_tokenizer(config: VqdnaConfig, tokenizer_dir: str | Path, model_dir: Path, device: torch.device) -> Tokenizer:
+def matching_tokenizer(config: VqdnaConfig, tokenizer_dir: str | Path, model_dir: Path, device: torch.device) -> Tokenizer:
+    """The tokenizer in ``tokenizer_dir``, once it is the one the model in ``model_dir`` was pretrained on."""
     tokenizer = load_tokenizer(tokenizer_dir, device=device)
-    if config.tokenizer_hash != tokenizer.hash:
-        raise VqdnaError(
-            f"{model_dir} was pretrained on tokenizer {config.tokenizer_hash} but {tokenizer_dir} is {tokenizer.hash}; "
-            "give the tokenizer folder the model was pretrained with"
-        )
+    check_tokenizer_hash(
+        config.tokenizer_hash, tokenizer.hash, made=f"{model_dir} was pretrained on", given=tokenizer_dir,
+        remedy="give the tokenizer folder the model was pretrained with",
+    )
     return tokenizer
-
-
-def _encode(tokenizer: Tokenizer, ids: list[str], sequences: list[str]) -> list[np.ndarray]:
-    codes = tokenizer.encode(sequences)
-    empty = [name for name, c in zip(ids, codes) if c.shape[1] == 0]
-    if empty:
-        raise VqdnaError(f"sequence {empty[0]!r} gives no tokens (shorter than one token of this tokenizer)")
-    return codes
 
 
 # -- computing -----------------------------------------------------------------------------------------
@@ -239,7 +237,7 @@ def _hidden_sums(encoder: torch.nn.Module, pieces: list[np.ndarray], batch_size:
     order = _by_length(pieces)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        input_ids, attention = _pad_batch([pieces[i] for i in rows], device)
+        input_ids, attention = pad_codes([pieces[i] for i in rows], device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             hidden = encoder(input_ids=input_ids, attention_mask=attention).last_hidden_state  # (B, L, H)
         sums[rows] = (hidden.float() * attention[..., None]).sum(1).double().cpu().numpy()
@@ -306,12 +304,6 @@ def _write_table(path: Path, table: pa.Table, **provenance: str) -> None:
         writer.write_table(table.replace_schema_metadata(schema.metadata))
 
 
-def _torch_device(threads: int | None, device: str | None) -> torch.device:
-    if threads:
-        torch.set_num_threads(threads)
-    return torch.device(device) if device else best_device()
-
-
 def embed(
     tokenizer_dir: str | Path,
     model_dir: str | Path,
@@ -328,10 +320,10 @@ def embed(
     model_dir, output_path = Path(model_dir), Path(output_path)
     _check_output_type(output_path, ("parquet",))
     sequences = read_sequences(input_path)
-    device = _torch_device(threads, device)
+    device = choose_device(device, threads)
     encoder, config, base_dir = load_encoder(model_dir, pretrained_dir)
-    tokenizer = _matching_tokenizer(config, tokenizer_dir, model_dir, device)
-    embeddings = mean_pooled(encoder.to(device), _encode(tokenizer, sequences.ids, sequences.sequences), batch_size, device, chunk_length)
+    tokenizer = matching_tokenizer(config, tokenizer_dir, model_dir, device)
+    embeddings = mean_pooled(encoder.to(device), encode_sequences(tokenizer, sequences.ids, sequences.sequences), batch_size, device, chunk_length)
     table = pa.table(
         {
             "id": pa.array(sequences.ids, pa.string()),
@@ -371,13 +363,13 @@ def predict(
     if not is_finetuned_run(model_dir):
         raise VqdnaError(f"{model_dir}: not a fine-tuned run ({ADAPTER}/adapter_config.json missing); predict needs one, embed takes a pretrained folder")
     sequences = read_sequences(input_path)
-    device = _torch_device(threads, device)
+    device = choose_device(device, threads)
     model, base_dir = load_finetuned(model_dir, pretrained_dir)
-    tokenizer = _matching_tokenizer(model.config, tokenizer_dir, model_dir, device)
+    tokenizer = matching_tokenizer(model.config, tokenizer_dir, model_dir, device)
     run = _run_metrics(model_dir)
     max_length = max_length or run.get("max_length")
     cut = [s[:max_length] for s in sequences.sequences] if max_length else sequences.sequences
-    logits = _logits_in_input_order(model.to(device), _encode(tokenizer, sequences.ids, cut), batch_size, device)
+    logits = _logits_in_input_order(model.to(device), encode_sequences(tokenizer, sequences.ids, cut), batch_size, device)
 
     columns = {"id": pa.array(sequences.ids, pa.string())}
     if sequences.labels is not None:

@@ -41,9 +41,9 @@ from vqdna.artifacts import (
     with_metadata,
     write_json,
 )
-from vqdna.datasets.prepare import DatasetSpec, read_split
-from vqdna.evaluation.metrics import classification_metrics, regression_metrics
+from vqdna.datasets.spec import DatasetSpec, read_split
 from vqdna.genome import base_ids
+from vqdna.metrics import classification_metrics, regression_metrics
 
 log = logging.getLogger(__name__)
 

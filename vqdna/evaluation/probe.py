@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from vqdna import VqdnaError
 from vqdna.artifacts import SPLITS
-from vqdna.datasets.prepare import DatasetSpec
+from vqdna.datasets.spec import DatasetSpec
 from vqdna.evaluation.kmer_baseline import (
     LinearSettings,
     fit_on_dev,
@@ -44,14 +44,8 @@ from vqdna.evaluation.kmer_baseline import (
     task_metrics,
     write_outputs,
 )
-from vqdna.predict import (
-    Tokenizer,
-    _encode,
-    _matching_tokenizer,
-    _torch_device,
-    load_encoder,
-    mean_pooled,
-)
+from vqdna.predict import Tokenizer, load_encoder, matching_tokenizer, mean_pooled
+from vqdna.runtime import choose_device, encode_sequences
 from vqdna.tokenizer.api import VQTokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -118,7 +112,7 @@ def tokenizer_features(
     parts = []
     with tqdm(total=len(sequences), desc=desc, unit="seq", mininterval=10) as progress:
         for start in range(0, len(sequences), chunk_size):
-            codes = _encode(tokenizer, names[start : start + chunk_size], sequences[start : start + chunk_size])
+            codes = encode_sequences(tokenizer, names[start : start + chunk_size], sequences[start : start + chunk_size])
             for level, seen in enumerate(used or []):
                 seen[np.concatenate([c[level] for c in codes]).astype(np.int64)] = True
             if isinstance(tokenizer, VQTokenizer):
@@ -138,7 +132,7 @@ def encoder_features(
     parts = []
     with tqdm(total=len(sequences), desc=desc, unit="seq", mininterval=10) as progress:
         for start in range(0, len(sequences), chunk_size):
-            codes = _encode(tokenizer, names[start : start + chunk_size], sequences[start : start + chunk_size])
+            codes = encode_sequences(tokenizer, names[start : start + chunk_size], sequences[start : start + chunk_size])
             parts.append(mean_pooled(encoder, codes, batch_size, device, chunk_length))
             progress.update(len(codes))
     return np.concatenate(parts)
@@ -176,14 +170,14 @@ def linear_probe(
     options = ProbeSettings.from_settings(settings, where)
     data = read_splits(spec, dataset_dir)
     torch.manual_seed(seed)
-    device = _torch_device(threads, device)
+    device = choose_device(device, threads)
     record: dict = {"features": features, "tokenizer": str(tokenizer_dir)}
 
     started = time.time()
     if features == "encoder":
         model_dir = Path(pretrained_dir)
         encoder, config, base_dir = load_encoder(model_dir, None)
-        tokenizer = _matching_tokenizer(config, tokenizer_dir, model_dir, device)
+        tokenizer = matching_tokenizer(config, tokenizer_dir, model_dir, device)
         encoder = encoder.to(device)
         record |= {"model": str(model_dir), "pretrained": str(base_dir)}
         matrices = {

@@ -24,10 +24,11 @@ from transformers import get_linear_schedule_with_warmup
 
 from vqdna import VqdnaError
 from vqdna.artifacts import atomic_dir, parquet_writer, with_metadata, write_json
-from vqdna.datasets.prepare import DatasetSpec, read_split
-from vqdna.evaluation.metrics import classification_metrics, regression_metrics
+from vqdna.datasets.spec import DatasetSpec, read_split
 from vqdna.lm.modeling import VqdnaForSequenceClassification
-from vqdna.tokenizer.api import VQTokenizer, best_device, load_tokenizer
+from vqdna.metrics import classification_metrics, regression_metrics
+from vqdna.runtime import check_tokenizer_hash, choose_device, pad_codes
+from vqdna.tokenizer.api import VQTokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -97,23 +98,12 @@ def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def _pad_batch(codes: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per sequence (levels, L) -> input_ids (B, L_max, levels), attention_mask (B, L_max)."""
-    levels, longest = codes[0].shape[0], max(c.shape[1] for c in codes)
-    input_ids = np.zeros((len(codes), longest, levels), dtype=np.int64)
-    attention = np.zeros((len(codes), longest), dtype=bool)
-    for i, c in enumerate(codes):
-        input_ids[i, : c.shape[1]] = c.T
-        attention[i, : c.shape[1]] = True
-    return torch.as_tensor(input_ids, device=device), torch.as_tensor(attention, device=device)
-
-
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, codes: list[np.ndarray], batch_size: int, device: torch.device) -> np.ndarray:
     model.eval()
     out = []
     for i in range(0, len(codes), batch_size):
-        input_ids, attention = _pad_batch(codes[i : i + batch_size], device)
+        input_ids, attention = pad_codes(codes[i : i + batch_size], device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             out.append(model(input_ids=input_ids, attention_mask=attention).logits.float().cpu().numpy())
     return np.concatenate(out)
@@ -178,7 +168,7 @@ def finetune(
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    device = torch.device(device) if device else best_device()
+    device = choose_device(device)
     if not (Path(pretrained_dir) / "config.json").is_file():
         raise VqdnaError(f"{pretrained_dir}: not a pretrained model folder (config.json missing)")
 
@@ -190,11 +180,10 @@ def finetune(
         problem_type="regression" if spec.task == "regression" else "single_label_classification",
     )
     tokenizer = load_tokenizer(tokenizer_dir, device=device)
-    if model.config.tokenizer_hash != tokenizer.hash:
-        raise VqdnaError(
-            f"{pretrained_dir} was pretrained on tokenizer {model.config.tokenizer_hash} but {tokenizer_dir} "
-            f"is {tokenizer.hash}; rerun pretraining with this tokenizer"
-        )
+    check_tokenizer_hash(
+        model.config.tokenizer_hash, tokenizer.hash, made=f"{pretrained_dir} was pretrained on", given=tokenizer_dir,
+        remedy="rerun pretraining with this tokenizer",
+    )
     _check_targets(model, options.lora.target_modules)
     if options.gradient_checkpointing:
         enable_gradient_checkpointing(model)
@@ -233,7 +222,7 @@ def finetune(
         losses = []
         for i in tqdm(range(0, len(order), spec.batch_size), desc=f"{spec.dataset} epoch {epoch}", mininterval=10):
             rows = order[i : i + spec.batch_size]
-            input_ids, attention = _pad_batch([train_codes[r] for r in rows], device)
+            input_ids, attention = pad_codes([train_codes[r] for r in rows], device)
             labels = torch.as_tensor(train_labels[rows], device=device, dtype=label_dtype)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss

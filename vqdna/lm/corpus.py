@@ -27,8 +27,8 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from vqdna import VqdnaError
-from vqdna.artifacts import atomic_dir, require_metadata
-from vqdna.tokenizer.tokens import Codes
+from vqdna.artifacts import atomic_dir
+from vqdna.tokenizer.tokens import Codes, check_token_file
 
 TOKENS = "tokens.bin"
 STARTS = "starts.npy"
@@ -86,9 +86,7 @@ def build_corpus(token_files: list[str | Path], tokenizer_hash: str, split: str,
     """Write the ``split`` windows of ``token_files`` (in file order) into ``folder``; memory stays one batch."""
     token_files = [Path(p) for p in token_files]
     for path in token_files:
-        require_metadata(
-            path, "tokenizer_hash", tokenizer_hash, "it was made with another tokenizer: delete it and rerun so it is re-tokenized"
-        )
+        check_token_file(path, tokenizer_hash)
     levels = _level_columns(token_files[0])
     lengths, dtype = [], None
     with atomic_dir(folder) as tmp, open(tmp / TOKENS, "wb") as out:

@@ -56,7 +56,8 @@ from vqdna.lm.checkpoints import (
 from vqdna.lm.configuration import VqdnaConfig
 from vqdna.lm.corpus import LAYOUT, MappedCodes, build_corpus, open_corpus
 from vqdna.lm.modeling import VqdnaForMaskedLM
-from vqdna.tokenizer.api import best_device, load_tokenizer
+from vqdna.runtime import best_device
+from vqdna.tokenizer.api import load_tokenizer
 from vqdna.tokenizer.tokens import Codes
 
 log = logging.getLogger(__name__)

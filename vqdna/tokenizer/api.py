@@ -14,7 +14,6 @@ levels x tokens), ``encode_with_starts`` (ids and each token's offset; level 1),
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import defaultdict
 from dataclasses import asdict
@@ -26,19 +25,12 @@ from safetensors.torch import load_file, save_file
 
 from vqdna import VqdnaError, __version__
 from vqdna.genome import base_ids, bases_from_ids
-from vqdna.tokenizer.baselines import (
-    BASELINE_TYPES,
-    BPE_FILE,
-    BaselineTokenizer,
-    BPETokenizer,
-)
+from vqdna.runtime import best_device
+from vqdna.tokenizer.baselines import BASELINE_TYPES, BaselineTokenizer, BPETokenizer
 from vqdna.tokenizer.convnext import NUM_BASES
+from vqdna.tokenizer.folder import CONFIG_FILE, WEIGHTS_FILE, tokenizer_hash
 from vqdna.tokenizer.hrq import HRQ, HRQConfig
 from vqdna.tokenizer.vq import VQVAE, VQConfig
-
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-MODEL_FILES = (WEIGHTS_FILE, BPE_FILE)
 
 MODEL_TYPES = {"vq": (VQConfig, VQVAE), "hrq": (HRQConfig, HRQ)}
 
@@ -46,19 +38,6 @@ MODEL_TYPES = {"vq": (VQConfig, VQVAE), "hrq": (HRQConfig, HRQ)}
 def onehot(ids: torch.Tensor) -> torch.Tensor:
     """(B, L) base ids -> (B, L, 5) float one-hot."""
     return torch.nn.functional.one_hot(ids.long(), NUM_BASES).float()
-
-
-def tokenizer_hash(directory: str | Path) -> str:
-    """sha256 of config.json and the model file(s) beside it: the tokenizer's identity."""
-    directory = Path(directory)
-    if not (directory / CONFIG_FILE).is_file():
-        raise VqdnaError(f"{directory}: not a saved tokenizer ({CONFIG_FILE} missing)")
-    digest = hashlib.sha256()
-    for name in (CONFIG_FILE, *MODEL_FILES):
-        if (directory / name).is_file():
-            digest.update(name.encode())
-            digest.update((directory / name).read_bytes())
-    return digest.hexdigest()
 
 
 def load_tokenizer(directory: str | Path, device: torch.device | str | None = None) -> "VQTokenizer | BaselineTokenizer":
@@ -94,10 +73,6 @@ def _load_weights(model: torch.nn.Module, path: Path) -> None:
     except RuntimeError as err:
         first = str(err).strip().splitlines()[-1].strip()
         raise VqdnaError(f"{path}: weights do not fit this vqdna's tokenizer model ({first}); retrain the tokenizer") from None
-
-
-def best_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class VQTokenizer:

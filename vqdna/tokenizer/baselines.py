@@ -23,9 +23,7 @@ import numpy as np
 
 from vqdna import VqdnaError, __version__
 from vqdna.genome import BASES, base_ids, bases_from_ids, normalise_sequence
-
-CONFIG_FILE = "config.json"
-BPE_FILE = "tokenizer.json"
+from vqdna.tokenizer.folder import BPE_FILE, CONFIG_FILE, tokenizer_hash
 
 
 @dataclass
@@ -92,8 +90,6 @@ class BaselineTokenizer(ABC):
         """Per sequence ids (1, tokens) -> the exact sequence."""
 
     def save(self, directory: str | Path) -> str:
-        from vqdna.tokenizer.api import tokenizer_hash
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = {"producer": f"vqdna {__version__}", **asdict(self.config)}

@@ -22,11 +22,11 @@ from vqdna.artifacts import (
     iter_row_groups,
     parquet_writer,
     read_metadata,
-    require_metadata,
     tokens_schema,
     with_metadata,
 )
 from vqdna.genome import base_ids
+from vqdna.runtime import check_tokenizer_hash
 from vqdna.tokenizer.api import VQTokenizer, load_tokenizer
 
 _KEY_COLUMNS = [f.name for f in WINDOW_KEY_FIELDS]
@@ -154,14 +154,17 @@ class Codes:
         return Codes(np.concatenate(pieces), np.concatenate(lengths))
 
 
+def check_token_file(path: str | Path, tokenizer_hash: str) -> None:
+    """One line when the token file at ``path`` was made by another tokenizer than the one with ``tokenizer_hash``."""
+    check_tokenizer_hash(
+        read_metadata(path).get("vqdna.tokenizer_hash"), tokenizer_hash, made=f"{path} was made with",
+        given="the tokenizer given", remedy="it belongs to another tokenizer: delete it and rerun so it is re-tokenized",
+    )
+
+
 def read_codes(path: str | Path, expected_hash: str, split: str | None = None) -> Codes:
     """Codes of a token file, padded with 0 to its longest window, after checking its tokenizer hash."""
-    require_metadata(
-        path,
-        "tokenizer_hash",
-        expected_hash,
-        "it was made with another tokenizer: delete it and rerun so it is re-tokenized",
-    )
+    check_token_file(path, expected_hash)
     levels = [name for name in pq.read_schema(path).names if name.startswith("codes_l")]
     table = pq.read_table(path, columns=levels, filters=[("split", "==", split)] if split else None)
     if table.num_rows == 0:
