@@ -34,7 +34,7 @@ def choose_device(device: str | torch.device | None = None, threads: int | None 
 def check_tokenizer_hash(expected: str | None, found: str, *, made: str, given: str | Path, remedy: str) -> None:
     """One line when an artifact was ``made`` (e.g. "results/pretrain/x was pretrained on") with another tokenizer than ``given``."""
     if expected != found:
-        raise VqdnaError(f"{made} tokenizer {(expected or 'none')[:12]}... but {given} is {found[:12]}...; {remedy}")
+        raise VqdnaError(f"{made} tokenizer hash {(expected or 'none')[:12]}... but {given} has hash {found[:12]}...; {remedy}")
 
 
 def pad_codes(codes: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
