@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from collections import Counter
@@ -23,14 +24,16 @@ from sklearn.metrics import (
 from vqdna import VqdnaError
 from vqdna.datasets.prepare import prepare_dataset
 from vqdna.datasets.spec import DatasetSpec
-from vqdna.evaluation.kmer_baseline import (
-    kmer_baseline,
-    kmer_feature_names,
-    kmer_features,
-)
+from vqdna.evaluation.kmer_baseline import kmer_baseline, kmer_features
 from vqdna.evaluation.probe import linear_probe, tokenizer_features
 from vqdna.tokenizer.api import load_tokenizer
 from vqdna.tokenizer.baselines import KmerConfig, KmerTokenizer
+
+
+def kmer_feature_names(ks: list[int]) -> list[str]:
+    """kmer_features' column names: per k a block, k-mers in lexicographic order over ACGT (column = base-4 number)."""
+    return ["".join(kmer) for k in ks for kmer in itertools.product("ACGT", repeat=k)]
+
 
 # The keys fine-tuning's metrics.json shares with these evaluators (what the tables code reads), plus the method.
 SHARED_KEYS = {"dataset", "group", "task", "metric", "num_labels", "max_length", "seed", "test", "best_dev", "train_seconds", "method"}

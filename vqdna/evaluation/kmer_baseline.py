@@ -121,15 +121,6 @@ def kmer_offsets(ks: list[int]) -> list[int]:
     return [sum(NUCLEOTIDES**j for j in ks[:i]) for i in range(len(ks))]
 
 
-def kmer_feature_names(ks: list[int]) -> list[str]:
-    """Column names: within a block, k-mers in lexicographic order over ACGT (column = base-4 number)."""
-    names = []
-    for k in ks:
-        digits = (np.arange(NUCLEOTIDES**k)[:, None] // NUCLEOTIDES ** np.arange(k - 1, -1, -1)) % NUCLEOTIDES
-        names += ["".join("ACGT"[d] for d in row) for row in digits]
-    return names
-
-
 def kmer_features(sequences: list[str], ks: list[int]) -> sp.csr_matrix:
     """Sequences -> (N, sum 4^k) k-mer frequencies, CSR float64; each k's block sums to 1 (0 when no k-mer is free of N).
 
