@@ -315,7 +315,7 @@ def test_tokenize_windows_writes_ids_and_token_starts(bpe, genome, name, tmp_pat
         assert codes.values[row, : len(ids), 0].tolist() == ids.tolist()
     train = read_codes(tmp_path / "tokens.parquet", digest, "train")
     assert len(train) == windows.column("split").to_pylist().count("train")
-    with pytest.raises(VqdnaError, match="tokenizer_hash"):
+    with pytest.raises(VqdnaError, match="made with tokenizer hash"):
         read_codes(tmp_path / "tokens.parquet", "0" * 64)
 
 
