@@ -1,1 +1,1 @@
-"""Prepare a benchmark dataset (the prepare_dataset rule): GUE CSVs, genome tiles, species."""
+"""Prepared benchmark datasets (workflow/rules/datasets.smk): GUE CSVs, genome tiles and species samples -> {train,dev,test}.parquet."""

@@ -1,1 +1,1 @@
-"""How a model is scored, and the floors it is scored against: metrics, the k-mer baseline, the linear probe."""
+"""Scoring beside fine-tuning: the bag-of-k-mers floor (kmer_baseline.smk) and linear probes on frozen features (probe.smk)."""
