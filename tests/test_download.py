@@ -7,6 +7,7 @@ import http.server
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -40,15 +41,24 @@ def lambda_sha256(lambda_source) -> str:
 
 
 @pytest.fixture
-def http_server(tmp_path, lambda_source, monkeypatch):
-    """A server on 127.0.0.1 serving a copy of lambda_virus.fa; ``requests`` lists every connection's path."""
+def no_proxy(monkeypatch):
+    """Requests to 127.0.0.1 go straight to it, whatever proxy the machine running the tests uses."""
     for variable in PROXY_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+
+
+@pytest.fixture
+def http_server(tmp_path, lambda_source, no_proxy):
+    """A server on 127.0.0.1 serving a copy of lambda_virus.fa; ``requests`` lists every connection's path.
+
+    Each status put in ``failures`` answers one request instead of the file, first in first out.
+    """
     served = tmp_path / "served"
     served.mkdir()
     shutil.copyfile(lambda_source, served / lambda_source.name)
     requests: list[str] = []
+    failures: list[int] = []
 
     class CountingHandler(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *args, **kwargs):
@@ -58,6 +68,12 @@ def http_server(tmp_path, lambda_source, monkeypatch):
             requests.append("connection")
             super().handle_one_request()
 
+        def do_GET(self):
+            if failures:
+                self.send_error(failures.pop(0))
+            else:
+                super().do_GET()
+
         def log_message(self, *args):
             pass
 
@@ -65,7 +81,7 @@ def http_server(tmp_path, lambda_source, monkeypatch):
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
-        yield SimpleNamespace(url=f"http://127.0.0.1:{server.server_port}", requests=requests)
+        yield SimpleNamespace(url=f"http://127.0.0.1:{server.server_port}", requests=requests, failures=failures)
     finally:
         server.shutdown()
         server.server_close()
@@ -182,6 +198,27 @@ def test_http_404_is_a_one_line_error_and_leaves_nothing(tmp_path, http_server):
         fetch_genome("lambda", url, output)
     message = str(caught.value)
     assert "\n" not in message and url in message and "404" in message
+    assert _entries(output.parent) == []
+
+
+def test_a_request_that_fails_is_retried(tmp_path, http_server, lambda_source):
+    http_server.failures.append(503)
+    output = tmp_path / "out" / "lambda.fa.gz"
+    fetch_genome("lambda", f"{http_server.url}/lambda_virus.fa", output)
+    assert len(http_server.requests) == 2
+    assert _stored_equals_original(output, lambda_source)
+    assert _entries(output.parent) == ["lambda.fa.gz", "lambda.fa.gz.fai", "lambda.fa.gz.gzi", "lambda.source.json"]
+
+
+def test_an_unreachable_server_is_a_one_line_error_that_points_to_the_mirror_and_leaves_nothing(tmp_path, no_proxy):
+    with socket.socket() as probe:  # a port nothing listens on once the probe is closed
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}/lambda_virus.fa"
+    output = tmp_path / "out" / "lambda.fa.gz"
+    with pytest.raises(VqdnaError) as caught:
+        fetch_genome("lambda", url, output)
+    message = str(caught.value)
+    assert "\n" not in message and url in message and "VQDNA_MIRROR" in message
     assert _entries(output.parent) == []
 
 

@@ -10,6 +10,24 @@
   complete, with ``UNPACKED.json`` written last.
 - :func:`resolve_archive_source` maps a datasets-sheet source
   ``archive:NAME/path/inside`` to ``{archives_dir}/NAME/path/inside``.
+
+Why not gdown and ``pooch.Unzip``, which do the Drive flow and unpacking
+(checked against gdown 6.5.1 and pooch 1.9.0):
+
+- gdown runs its confirmation flow only for drive.google.com and
+  docs.google.com URLs, so it cannot be pointed at a local stand-in for tests
+  (``drive_base``); it reads the warning page line by line, so a form whose
+  hidden inputs sit on other lines is submitted without them; it submits a
+  warning page served again after confirmation over and over with no limit;
+  and it answers an HTTP 403 sign-in page with a multi-line error naming
+  neither the status nor the page. Ours submits the form once, with every
+  field, and stops with one line naming the status or the page's title and
+  the file to put in the mirror.
+- ``pooch.Unzip`` calls ``ZipFile.extractall`` straight into the final
+  folder, which silently renames members with ``..`` or an absolute path and
+  stops half-way on an encrypted or damaged member. Ours refuses ``..``,
+  absolute and encrypted members before writing anything, and fills a hidden
+  folder that is renamed into place only once complete.
 """
 
 from __future__ import annotations

@@ -7,6 +7,18 @@ Order of work, so that nothing unverified is ever recompressed:
    sheet gives none); a mismatch deletes the download and fails;
 3. validate + re-wrap + bgzip (:mod:`vqdna.genome`), faidx, then move the
    ``.fa.gz``, ``.fai``, ``.gzi`` and ``.source.json`` into place.
+
+Why not pooch, whose ``retrieve`` also downloads with retries, checks a sha256
+and moves the file into place (checked against pooch 1.9.0): its model is a
+cache keyed by file name, and ours is a pipeline step whose every input is
+verified. Without ``known_hash`` pooch keeps a file already present instead of
+downloading it; with one, it retries a download whose hash does not match, so
+a wrong sheet hash would fetch a whole genome three times; the check must also
+cover a mirror copy or a local file, which never pass through pooch; pooch
+retries a 404 (a wrong URL is not transient: ours fails at once on any 4xx);
+and its ``FTPDownloader`` takes ``host:port`` for a host name. What would be
+left of pooch is a streamed GET with retries: :func:`download_file`, 20 lines
+of the standard library, with no two more dependencies.
 """
 
 from __future__ import annotations
