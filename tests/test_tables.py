@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from vqdna.tables import write_tables
@@ -64,6 +65,17 @@ def test_markdown_has_one_row_per_run_and_dataset(tables):
     assert "65.00 ± 7.07" in cells[2]
     assert "50.00 ± 0.00" in cells[1]
     assert cells[1][6] == "–"  # a regression reports no accuracy: an empty cell, never zero
+
+
+def test_the_summary_csv_prints_the_mean_and_std_numpy_computes_to_the_last_digit(tmp_path):
+    """groupby's mean of 0.1, 0.2, 0.3 is 0.19999999999999998; numpy's, which the file has always held, 0.20000000000000004."""
+    scores = [0.1, 0.2, 0.3]
+    files = [_metrics(tmp_path, "vq", "prom", seed, "EMP", "mcc", {"mcc": mcc}) for seed, mcc in enumerate(scores)]
+    write_tables(files, tmp_path / "summary.csv", tmp_path / "summary.md")
+    with open(tmp_path / "summary.csv", newline="") as handle:
+        row = next(csv.DictReader(handle))
+    assert row["score_mean"] == repr(float(np.mean(scores))) == "0.20000000000000004"
+    assert row["score_std"] == repr(float(np.std(scores, ddof=1)))
 
 
 # -- the paper's tables, ours beside the published -------------------------------------------------

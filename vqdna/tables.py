@@ -20,14 +20,11 @@ A cell without a result is empty in the CSV and "–" in Markdown, never zero.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-from scipy.stats import rankdata
+import pandas as pd
 
 from vqdna import VqdnaError
 from vqdna.artifacts import atomic_path
@@ -61,12 +58,21 @@ class Score:
 
     @property
     def mean(self) -> float:
-        return float(np.mean(self.values))
+        return _mean_std(self.values)[0]
 
     @property
     def std(self) -> float:
-        return float(np.std(self.values, ddof=1)) if len(self.values) > 1 else 0.0
+        return _mean_std(self.values)[1]
 
+
+def _mean_std(values) -> tuple[float, float]:
+    """Mean and sample std (ddof=1); a single value's std is 0, not NaN.
+
+    Series reductions, not ``groupby().mean()/.std()``: those use other algorithms (compensated
+    sums, Welford) whose last digit can differ, and the summary CSV prints every digit.
+    """
+    values = pd.Series(values, dtype=float)
+    return float(values.mean()), float(values.std()) if len(values) > 1 else 0.0
 
 
 @dataclass
@@ -117,9 +123,8 @@ def read_plan(path_or_text: str) -> dict:
 
 
 def read_published(folder: str | Path, name: str) -> list[dict]:
-    path = Path(folder) / name
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+    """The paper's rows, every cell as printed: a string, "" where the paper gives none."""
+    return pd.read_csv(Path(folder) / name, dtype=str, keep_default_na=False).to_dict("records")
 
 
 def _number(text: str | None) -> float | None:
@@ -141,7 +146,6 @@ class Cell:
     delta: float | None = None
     text: str | None = None  # non-numeric published cells (params "86+16")
     note: str = ""  # "nonstandard": trained on a split the benchmark did not give
-
 
     def shown(self) -> str:
         if self.text is not None:
@@ -189,33 +193,22 @@ def dataset_table(number: int, published: list[dict], results: Results, plan: di
 
 def average_rank_table(published: list[dict], dataset_tables: dict[int, list[Cell]], results: Results, plan: dict) -> list[Cell]:
     """Table 2: each row's mean rank over the datasets of Tables 3-6 where it has a result (ties share the mean rank)."""
-    scores: dict[str, dict[str, float]] = {}
-    methods: dict[str, str] = {}
-    sources: dict[str, str] = {}
-    for cells in dataset_tables.values():
-        for cell in cells:
-            if cell.value is not None:
-                scores.setdefault(cell.row, {})[cell.column] = cell.value
-                methods.setdefault(cell.row, cell.method)
-                sources[cell.row] = cell.source
-    ranks: dict[str, list[float]] = {row: [] for row in scores}
-    for column in sorted({c for row in scores.values() for c in row}):
-        rows = [row for row in scores if column in scores[row]]
-        for row, rank in zip(rows, rankdata([-scores[row][column] for row in rows], method="average")):
-            ranks[row].append(float(rank))
+    scored = pd.DataFrame([c for cells in dataset_tables.values() for c in cells if c.value is not None])
+    # rows x datasets, ranked within each dataset, best first; no result there: no rank (NaN), not the last one
+    ranks = scored.pivot_table(index="row", columns="column", values="value", aggfunc="last").rank(ascending=False)
+    # one line per row, in the order rows first appear; a run named like a published row counts as ours
+    rows = scored.groupby("row", sort=False).agg(method=("method", "first"), source=("source", "last"))
     cells = []
     for row in published:
         method = f"{row['method']} ({row['tokenizer']})"
         for column in ("tokenizer", "params_m", "flops_g", "train_b"):
             cells.append(Cell(row["key"], method, "published", column, None, text=row[column]))
         cells.append(Cell(row["key"], method, "published", "average_rank", _number(row["average_rank"])))
-    for row, method in methods.items():
-        if sources[row] == "ours" and ranks[row]:
-            cells += _our_size_cells(row, method, results, plan)
-    for row, method in methods.items():
-        if ranks[row]:
-            cells.append(Cell(row, method, sources[row], "rank_here", float(np.mean(ranks[row]))))
-            cells.append(Cell(row, method, sources[row], "datasets_ranked", None, text=str(len(ranks[row]))))
+    for row, method in rows.method[rows.source == "ours"].items():
+        cells += _our_size_cells(row, method, results, plan)
+    for row, method, source in rows.itertuples():
+        cells.append(Cell(row, method, source, "rank_here", float(ranks.loc[row].mean())))
+        cells.append(Cell(row, method, source, "datasets_ranked", None, text=str(ranks.loc[row].count())))
     return cells
 
 
@@ -229,7 +222,7 @@ def _our_size_cells(row: str, method: str, results: Results, plan: dict) -> list
         gflops = [r["forward_gflops"] for r in runs if "forward_gflops" in r]
         params = f"{encoder / 1e6:.1f}+{tokenizer / 1e6:.1f}" if encoder is not None else "–"
         cells.append(Cell(row, method, "ours", "params_m", None, text=params))
-        cells.append(Cell(row, method, "ours", "flops_g", float(np.mean(gflops)) if gflops else None))
+        cells.append(Cell(row, method, "ours", "flops_g", _mean_std(gflops)[0] if gflops else None))
     return cells
 
 
@@ -238,9 +231,8 @@ def tokenizer_table(published: list[dict], results: Results, plan: dict) -> list
     cells = []
     by_key = {row["key"]: row for row in published}
     for row in published:
-        cells.append(Cell(row["key"], f"{row['method']} ({row['tokenizer']})", "published", "usage", _number(row["usage"])))
-        cells.append(Cell(row["key"], f"{row['method']} ({row['tokenizer']})", "published", "lin", _number(row["lin"])))
-        cells.append(Cell(row["key"], f"{row['method']} ({row['tokenizer']})", "published", "ft", _number(row["ft"])))
+        for column in ("usage", "lin", "ft"):
+            cells.append(Cell(row["key"], f"{row['method']} ({row['tokenizer']})", "published", column, _number(row[column])))
     runs_of = {}
     for run in _main_runs(plan):
         runs_of.setdefault(plan["runs"][run].get("tokenizer"), []).append(run)
@@ -308,35 +300,34 @@ def _format_value(value) -> str:
 
 
 def to_markdown(title: str, cells: list[Cell]) -> str:
-    """The paper's layout: one line per row, one column per published column (first-seen order)."""
-    columns = list(dict.fromkeys(c.column for c in cells))
-    rows = list(dict.fromkeys((c.row, c.source) for c in cells))
-    lookup = {(c.row, c.source, c.column): c for c in cells}
-    methods = {(c.row, c.source): c.method for c in cells}
+    """The paper's layout: one line per (row, source), one column per column, both in first-seen order; "–" where no cell."""
+    frame = pd.DataFrame(cells).assign(shown=[c.shown() for c in cells])
+    methods = frame.groupby(["row", "source"], sort=False).method.last()  # each line's label, lines in first-seen order
+    columns = frame.column.unique()
+    shown = frame.pivot_table(index=["row", "source"], columns="column", values="shown", aggfunc="last")
+    shown = shown.reindex(index=methods.index, columns=columns).fillna("–")
     lines = [f"### {title}", "", "| Method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-    for row, source in rows:
-        shown = [lookup[(row, source, c)].shown() if (row, source, c) in lookup else "–" for c in columns]
-        lines.append(f"| {methods[(row, source)]} | " + " | ".join(shown) + " |")
+    lines += [f"| {method} | " + " | ".join(line) + " |" for method, line in zip(methods, shown.to_numpy(), strict=True)]
     if any(c.note for c in cells):
         lines += ["", "\\* trained on a split the benchmark does not give (its dev split): not comparable with the published number."]
     return "\n".join(lines) + "\n"
 
 
 def _csv_text(table: str, parts: dict[str, list[Cell]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for part, cells in parts.items():
-        for c in cells:
-            value = c.text if c.text is not None and c.value is None else ("" if c.value is None else round(c.value, 4))
-            writer.writerow(
-                {
-                    "table": table, "part": part, "row": c.row, "method": c.method, "source": c.source, "column": c.column,
-                    "value": value, "std": "" if c.std is None else round(c.std, 4), "seeds": c.seeds or "",
-                    "delta": "" if c.delta is None else round(c.delta, 4), "note": c.note,
-                }
-            )
-    return buffer.getvalue()
+    rows = [
+        {
+            **asdict(c), "table": table, "part": part,
+            "value": c.text if c.text is not None and c.value is None else _rounded(c.value),
+            "std": _rounded(c.std), "delta": _rounded(c.delta),
+        }
+        for part, cells in parts.items() for c in cells
+    ]
+    # object columns: every value written as Python prints it (seeds 2, not 2.0); None as an empty field
+    return pd.DataFrame(rows, columns=CSV_COLUMNS, dtype=object).to_csv(index=False, lineterminator="\n")
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)  # not Series.round: numpy rounds some halfway cases the other way
 
 
 TITLES = {
@@ -381,11 +372,8 @@ def write_paper_tables(result_files: list[str | Path], plan: dict, published_dir
 
 # -- summary of every fine-tuning result -------------------------------------------------------------
 
-SUMMARY_COLUMNS = ["run", "dataset", "group", "metric", "seeds", "score_mean", "score_std", "accuracy", "f1", "mcc", "spearman", "mse"]
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+SUMMARY_METRICS = ["accuracy", "f1", "mcc", "spearman", "mse"]
+SUMMARY_COLUMNS = ["run", "dataset", "group", "metric", "seeds", "score_mean", "score_std", *SUMMARY_METRICS]
 
 
 def summarize(metrics_files: list[str | Path]) -> list[dict]:
@@ -396,7 +384,7 @@ def summarize(metrics_files: list[str | Path]) -> list[dict]:
         first = results[0]
         row = {"run": run, "dataset": dataset, "group": first["group"], "metric": first["metric"], "seeds": len(results)}
         row["score_mean"], row["score_std"] = _mean_std([r["test"][first["metric"]] for r in results])
-        for name in ("accuracy", "f1", "mcc", "spearman", "mse"):
+        for name in SUMMARY_METRICS:
             values = [r["test"][name] for r in results if name in r["test"]]
             row[name] = "{:.4f} ± {:.4f}".format(*_mean_std(values)) if values else ""
         rows.append(row)
@@ -404,12 +392,11 @@ def summarize(metrics_files: list[str | Path]) -> list[dict]:
 
 
 def summary_markdown(rows: list[dict]) -> str:
-    metrics = ["accuracy", "f1", "mcc", "spearman", "mse"]
-    header = ["run", "dataset", "group", "metric", "score (mean ± std)", "seeds", *metrics]
+    header = ["run", "dataset", "group", "metric", "score (mean ± std)", "seeds", *SUMMARY_METRICS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         score = f"{100 * r['score_mean']:.2f} ± {100 * r['score_std']:.2f}"
-        cells = [r["run"], r["dataset"], r["group"], r["metric"], score, str(r["seeds"]), *(r[m] or "–" for m in metrics)]
+        cells = [r["run"], r["dataset"], r["group"], r["metric"], score, str(r["seeds"]), *(r[m] or "–" for m in SUMMARY_METRICS)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -418,12 +405,9 @@ def write_tables(metrics_files: list[str | Path], csv_path: str | Path, markdown
     """The summary of every fine-tuning result (``results/tables/summary.{csv,md}``)."""
     finetune_files = [p for p in metrics_files if "finetune" in Path(p).parts]
     rows = summarize(finetune_files)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
     with atomic_path(csv_path) as tmp:
-        tmp.write_text(buffer.getvalue())
+        # object columns, as in _csv_text; CRLF, as this file has always been written (the csv module's default)
+        pd.DataFrame(rows, columns=SUMMARY_COLUMNS, dtype=object).to_csv(tmp, index=False, lineterminator="\r\n")
     with atomic_path(markdown_path) as tmp:
         tmp.write_text(summary_markdown(rows))
     return rows
