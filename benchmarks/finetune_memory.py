@@ -53,6 +53,7 @@ import time
 from pathlib import Path
 
 from machine import cpu_name
+from smoke import parse_args
 from timing import training_step
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,6 +61,8 @@ SIZES = {  # device -> hidden, layers, heads, intermediate
     "cpu": {"hidden": 256, "layers": 4, "heads": 4, "intermediate": 1024},
     "cuda": {"hidden": 768, "layers": 12, "heads": 12, "intermediate": 3072},
 }
+# --smoke: one short length with checkpointing, the setting that runs the most of the fine-tuning code
+SMOKE = {"lengths": [64], "checkpointing": ["on"], "hidden": 32, "layers": 1, "heads": 2, "intermediate": 64, "threads": 1}
 
 
 def _meminfo_gb(key: str) -> float | None:
@@ -225,7 +228,7 @@ def main() -> None:
                         help="add this run's rows to an existing --output file instead of replacing it")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: measure one length in this process
     parser.add_argument("--budget-gb", type=float, help=argparse.SUPPRESS)  # internal: the effective budget
-    args = parser.parse_args()
+    args = parse_args(parser, SMOKE)
     for key, value in SIZES[args.device].items():
         if getattr(args, key) is None:
             setattr(args, key, value)

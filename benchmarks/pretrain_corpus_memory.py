@@ -28,6 +28,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 HASH = "0" * 64
+SMOKE = {"windows": 2000, "length": 64, "batches": 5, "batch_size": 16}  # --smoke: 0.2 MB of codes
 
 
 def write_token_file(path: Path, windows: int, length: int, levels: int, seed: int = 0) -> None:
@@ -100,7 +101,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "pretrain_corpus_memory.json")
     parser.add_argument("--child", nargs=3, metavar=("MODE", "TOKENS", "FOLDER"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    from smoke import parse_args
+
+    args = parse_args(parser, SMOKE)
     if args.child:
         mode, tokens, folder = args.child
         print(json.dumps(child(mode, Path(tokens), Path(folder), args.batches, args.batch_size)))

@@ -50,6 +50,7 @@ import statistics
 from pathlib import Path
 
 from machine import machine_info
+from smoke import parse_args
 from timing import matmul_tflops, training_step
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,6 +66,9 @@ SIZES = {  # device -> hidden, layers, heads, intermediate, batch, steps, warmup
     "cpu": {"hidden": 256, "layers": 4, "heads": 4, "intermediate": 1024, "batch": 8, "steps": 12, "warmup": 2},
     "cuda": {"hidden": 768, "layers": 12, "heads": 12, "intermediate": 3072, "batch": 64, "steps": 30, "warmup": 10},
 }
+# --smoke: both models at hidden 32, one layer, two timed steps of 2 x 64 tokens
+SMOKE = {"hidden": 32, "layers": 1, "heads": 2, "intermediate": 64, "length": 64, "batch": 2, "steps": 2, "warmup": 1,
+         "matmul_size": 128, "threads": 1}
 
 
 def matmul_params(model) -> int:
@@ -166,7 +170,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", choices=["vqdna", "bert"], default=["vqdna", "bert"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=None, help="default benchmarks/results/pretrain_throughput_{device}.json")
-    args = parser.parse_args()
+    args = parse_args(parser, SMOKE)
     for key, value in SIZES[args.device].items():
         if getattr(args, key) is None:
             setattr(args, key, value)

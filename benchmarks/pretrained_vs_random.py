@@ -34,10 +34,15 @@ import time
 from pathlib import Path
 
 from machine import machine_info
+from smoke import parse_args
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("VQDNA_TEST_DATA", REPO.parent / "shared" / "data"))
 ENCODERS = ("pretrained", "random")
+# --smoke: one epoch of one seed on 64 training rows of mouse/0 (its dev and test stay whole: 810 rows each);
+# it still needs --tokenizer and --pretrained, which any tiny pretrained encoder serves
+SMOKE = {"tasks": ["mouse_0"], "seeds": [0], "epochs": 1, "batch_size": 16, "warmup_steps": 1, "mouse_train_samples": 64,
+         "threads": 1}
 
 # GUE tasks used here: folder under $VQDNA_TEST_DATA/gue, sequence length, group (as in the paper's tables).
 TASKS = {
@@ -208,7 +213,7 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="keep the random encoder, datasets and runs here and skip finished runs (default: a temp dir)")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "pretrained_vs_random.json")
-    args = parser.parse_args()
+    args = parse_args(parser, SMOKE)
     # finetune's per-epoch log lines (dev metrics) on stderr, as `vqdna finetune` shows them
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 

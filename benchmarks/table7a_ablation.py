@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from smoke import parse_args
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("VQDNA_TEST_DATA", REPO.parent / "shared" / "data"))
 PUBLISHED = REPO / "resources" / "published" / "table7a_code_size.csv"
@@ -38,6 +40,9 @@ GENOMES = {  # genome name -> file under $VQDNA_TEST_DATA/genomes
     "human_chr22_slice": "22_20-21M.fa",
 }
 WINDOW_LENGTH = 512
+# --smoke: one code size of the paper's table, both models, width 8, two training steps
+SMOKE = {"sizes": [128], "width": 8, "steps": 2, "batch_size": 4, "crop": 32, "warmup": 1, "restart_free_steps": 1,
+         "heldout_windows": 8, "probe_windows": 16, "threads": 1}
 
 
 def read_published(path: Path = PUBLISHED) -> dict[int, dict[str, float]]:
@@ -213,7 +218,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA, help="folder with genomes/ (default $VQDNA_TEST_DATA or ../shared/data)")
     parser.add_argument("--work-dir", type=Path, default=None, help="keep tokenizers here and skip finished cells (default: a temp dir)")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "table7a.json")
-    args = parser.parse_args()
+    args = parse_args(parser, SMOKE)
 
     import torch
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
+SMOKE = {"megabases": [1], "threads": 1}  # --smoke: 1951 windows of 512 nt
 
 
 def _windows(megabases: int, folder: Path) -> Path:
@@ -98,7 +99,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "tokenize_memory.json")
     parser.add_argument("--child", nargs=2, metavar=("STEP", "FOLDER"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    from smoke import parse_args
+
+    args = parse_args(parser, SMOKE)
     if args.child:
         step, folder = args.child
         if step == "windows":

@@ -33,11 +33,15 @@ from functools import partial
 from pathlib import Path
 
 from machine import machine_info
+from smoke import parse_args
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("VQDNA_TEST_DATA", REPO.parent / "shared" / "data"))
 DEFAULT_FASTA = DATA / "genomes" / "GCF_000005845.2_ASM584v2_genomic.fna.gz"
 WINDOW_LENGTH = 512
+# --smoke: the paper-size models on 4 windows of phage lambda (48 kb: windowed and BPE-trained in a second)
+SMOKE = {"windows": 4, "batch_size": 2, "repeats": 1, "warmup": 1, "threads": 1, "bpe_vocab": 64,
+         "fasta": DATA / "genomes" / "lambda_virus.fa"}
 
 
 def encoder_flops_per_nt(config) -> dict:
@@ -225,7 +229,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=["vq", "hrq", "baselines"], default=["vq", "hrq", "baselines"])
     parser.add_argument("--fasta", type=Path, default=DEFAULT_FASTA, help="E. coli genome (default: $VQDNA_TEST_DATA/genomes/...)")
     parser.add_argument("--output", type=Path, default=None, help="default benchmarks/results/tokenize_throughput_{device}.json")
-    args = parser.parse_args()
+    args = parse_args(parser, SMOKE)
 
     threads = args.threads or os.cpu_count() or 1
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # HF tokenizers (BPE), read at its first use

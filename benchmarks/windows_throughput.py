@@ -20,6 +20,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from smoke import parse_args
+
+SMOKE = {"megabases": [1]}  # --smoke: the smallest genome the generator writes
 
 
 def _synthetic_fasta(path: Path, megabases: int, seed: int = 0) -> None:
@@ -59,7 +62,7 @@ def main() -> None:
     parser.add_argument("--megabases", type=int, nargs="+", default=[10, 100])
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/windows.json"))
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: measure one size in this process
-    args = parser.parse_args()
+    args = parse_args(parser, SMOKE)
     if args.one:
         print(json.dumps(_measure_one(args.one)))
         return

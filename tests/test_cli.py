@@ -14,11 +14,24 @@ from conftest import REPO
 
 from vqdna.cli import build_parser
 
-SUBCOMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)
+# Written out, not read from the parser: a subcommand that disappears from the parser must fail here.
+RULE_SUBCOMMANDS = [  # the rules of workflow/rules/*.smk run `python -m vqdna <these>`
+    "download", "fetch-file", "fetch-archive", "unpack-archive", "windows", "train-tokenizer", "evaluate-tokenizer",
+    "tokenize", "pretrain", "prepare-dataset", "finetune", "kmer-baseline", "probe", "tables",
+]
+USER_SUBCOMMANDS = ["inspect", "embed", "predict"]  # no rule runs these; the README shows users how
+SUBCOMMANDS = RULE_SUBCOMMANDS + USER_SUBCOMMANDS
 
 
-def test_every_stage_has_a_subcommand():
-    assert {"download", "windows", "train-tokenizer", "tokenize", "pretrain", "prepare-dataset", "finetune", "tables", "inspect", "embed", "predict"} <= set(SUBCOMMANDS)
+def test_the_parser_has_exactly_the_subcommands_rules_and_users_rely_on():
+    assert sorted(build_parser()._subparsers._group_actions[0].choices) == sorted(SUBCOMMANDS)
+
+
+def test_the_rules_run_exactly_the_rule_subcommands_and_the_readme_shows_the_others():
+    rules = "\n".join(path.read_text() for path in sorted((REPO / "workflow" / "rules").glob("*.smk")))
+    assert sorted(set(re.findall(r"python -m vqdna ([a-z-]+)", rules))) == sorted(RULE_SUBCOMMANDS)
+    readme = (REPO / "README.md").read_text()
+    assert [name for name in USER_SUBCOMMANDS if f"vqdna {name} " not in readme] == []
 
 
 @pytest.mark.parametrize("subcommand", SUBCOMMANDS)

@@ -151,7 +151,7 @@ def test_csv_sequences_follow_the_sequence_policy(tmp_path):
 
 @pytest.fixture(scope="module")
 def genome_windows(test_data, tmp_path_factory) -> dict[str, dict]:
-    """Windows of lambda and SARS-CoV-2 made by fetch_genome + write_windows, with each genome's sequence."""
+    """Windows of lambda and SARS-CoV-2 made by fetch_genome + write_windows, with each genome's contigs."""
     folder = tmp_path_factory.mktemp("genome_windows")
     settings = WindowSettings(length=256, step=256, dev_fraction=0.1, test_fraction=0.1)
     made = {}
@@ -161,13 +161,13 @@ def genome_windows(test_data, tmp_path_factory) -> dict[str, dict]:
         windows = folder / f"{genome}.windows.parquet"
         write_windows(stored, windows, genome, settings)
         with pysam.FastaFile(str(stored)) as fasta:
-            sequence = "".join(fasta.fetch(name).upper() for name in fasta.references)
+            contigs = {name: fasta.fetch(name).upper() for name in fasta.references}
         table = pq.read_table(windows)
         by_split = {
             split: [s for s, p in zip(table.column("sequence").to_pylist(), table.column("split").to_pylist()) if p == split]
             for split in SPLITS
         }
-        made[genome] = {"windows": windows, "sequence": sequence, "by_split": by_split}
+        made[genome] = {"windows": windows, "contigs": contigs, "sequence": "".join(contigs.values()), "by_split": by_split}
     return made
 
 
@@ -209,6 +209,50 @@ def test_genome_classification_samples_appear_in_one_split_only(genome_windows, 
     assert not sequences["train"] & sequences["dev"]
     assert not sequences["train"] & sequences["test"]
     assert not sequences["dev"] & sequences["test"]
+
+
+def _split_ranges(windows: Path) -> dict[str, dict[str, tuple[int, int]]]:
+    """contig -> split -> (first start, last end) of that split's windows, read from the windows file's coordinates."""
+    ranges: dict[str, dict[str, tuple[int, int]]] = {}
+    for row in pq.read_table(windows, columns=["contig", "start", "end", "split"]).to_pylist():
+        first, last = ranges.setdefault(row["contig"], {}).get(row["split"], (row["start"], row["end"]))
+        ranges[row["contig"]][row["split"]] = (min(first, row["start"]), max(last, row["end"]))
+    return ranges
+
+
+def _places(contigs: dict[str, str], tile: str) -> list[tuple[str, int]]:
+    """Every (contig, start) where ``tile`` occurs in a genome."""
+    places = []
+    for contig, sequence in contigs.items():
+        start = sequence.find(tile)
+        while start != -1:
+            places.append((contig, start))
+            start = sequence.find(tile, start + 1)
+    return places
+
+
+def test_genome_classification_splits_come_from_disjoint_coordinate_ranges(genome_windows, tmp_path):
+    """The windows of each split cover a coordinate range of their own, and every tile lies, by its place in the
+    genome, inside the range of its own split: no stretch of a genome feeds two splits."""
+    order = ["lambda", "sarscov2"]
+    rows = _classify(genome_windows, tmp_path, genomes=",".join(order))
+    for label, genome in enumerate(order):
+        info = genome_windows[genome]
+        ranges = _split_ranges(info["windows"])
+        for contig, by_split in ranges.items():
+            assert set(by_split) == set(SPLITS), (genome, contig)
+            for one, other in [("train", "dev"), ("train", "test"), ("dev", "test")]:
+                (a, b), (c, d) = by_split[one], by_split[other]
+                assert b <= c or d <= a, (genome, contig, one, by_split[one], other, by_split[other])
+        for split in SPLITS:
+            tiles = [sequence for sequence, own in rows[split] if own == label]
+            assert tiles, (genome, split)
+            for tile in tiles:
+                places = _places(info["contigs"], tile)
+                assert len(places) == 1, (genome, split, tile)  # each tile occurs once in these small genomes: one place
+                contig, start = places[0]
+                first, last = ranges[contig][split]
+                assert first <= start and start + TILE <= last, (genome, split, contig, start, ranges[contig])
 
 
 def test_genome_classification_is_identical_on_two_runs_with_the_same_seed(genome_windows, tmp_path):

@@ -166,8 +166,9 @@ def test_fine_tuned_models_froze_the_base_weights_saved_by_pretraining(workflow_
 
 def test_genome_classification_splits_come_from_disjoint_regions(workflow_run):
     splits = {s: set(pq.read_table(workflow_run.path(f"results/datasets/six_genomes/{s}.parquet")).column("sequence").to_pylist()) for s in ["train", "dev", "test"]}
-    # Regions are disjoint by construction (tests/test_datasets.py checks coordinates); an identical tile can
-    # still recur in another region (the chr22 slice is 22q11's segmental duplications): rare, never systematic.
+    # The regions are disjoint (test_datasets.py's test_genome_classification_splits_come_from_disjoint_coordinate_ranges
+    # checks the coordinates); an identical tile can still recur in another region (the chr22 slice is 22q11's
+    # segmental duplications): rare, never systematic.
     for held in ("dev", "test"):
         assert len(splits["train"] & splits[held]) <= 0.01 * len(splits[held]), held
     labels = set(pq.read_table(workflow_run.path("results/datasets/six_genomes/test.parquet")).column("label").to_pylist())

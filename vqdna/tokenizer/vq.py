@@ -1,13 +1,18 @@
 """VQ-VAE tokenizer: ConvNeXt encoder, EMA codebook, straight-through estimator, decoder (eqs. 1-5).
 
 The codebook is written by hand rather than taken from vector-quantize-pytorch
-because three properties matter here and are not its defaults: (1) the
-nearest-code search runs in fp32 even under bf16 autocast (eq. 1 ties flip in
-bf16); (2) dead-code restarts are gradual (a few codes per step, drawn where the
-quantization error is largest) so usage does not swing as it does with bulk
-restarts; (3) restart candidates are drawn from encoder outputs gathered across
-ranks with a generator keyed by (seed, step), so every DDP rank holds the same
-codebook and a 2-rank run equals a 1-process run on the same global batch.
+because of two properties its ``Codebook`` lacks (checked against version
+1.32.0): (1) dead-code restarts are gradual (a few codes per step, drawn where
+the quantization error is largest), where the library replaces every code under
+its EMA-count threshold at once with uniformly drawn encoder outputs, and usage
+swings with such bulk restarts; (2) restart candidates are drawn from encoder
+outputs gathered across ranks with a generator keyed by (seed, step), so every
+DDP rank holds the same codebook, a resumed run draws what an uninterrupted one
+would, and a 2-rank run equals a 1-process run on the same global batch; the
+library draws from torch's global random state. Searching the nearest code in
+fp32 under bf16 autocast (eq. 1 ties flip in bf16) is no longer a reason: the
+library's ``Codebook.forward`` turns CUDA autocast off and casts to fp32, as
+``nearest_code`` does here.
 """
 
 from __future__ import annotations

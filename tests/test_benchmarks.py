@@ -1,0 +1,112 @@
+"""Every benchmark script runs, at its --smoke sizes, and writes the JSON its readers need.
+
+The scripts under benchmarks/ are not tests and call into the package's internals: run here, a rename that breaks
+one fails CI rather than the next person who needs its numbers. --smoke changes only sizes, so the smoke run goes
+through the real run's code. gpu_check.py is run by tests/test_gpu_check.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+from helpers import data_file, tiny_pretrained
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "benchmarks"
+LIBRARIES = ["machine", "smoke", "timing"]  # imported by the scripts, never run
+RUN_ELSEWHERE = ["gpu_check"]  # tests/test_gpu_check.py
+
+
+class Expected(NamedTuple):
+    rows: str  # the list of measurements in the JSON
+    name: str  # the key that names a row
+    names: list  # the rows a smoke run writes, in order
+    keys: set[str]  # what every row carries
+    data: tuple[str, ...] = ()  # files of $VQDNA_TEST_DATA the script reads
+    beside: tuple[str, str] = ()  # (suffix, text): a second file written beside the JSON, and a line of it
+
+
+SCRIPTS = {
+    "windows_throughput": Expected("results", "megabases", [1], {"windows", "windows_seconds", "windows_nt_per_second", "peak_rss_mb"}),
+    "tokenize_memory": Expected("runs", "megabases", [1], {"windows", "seconds", "peak_rss_mb", "peak_rss_per_tenth_of_the_run_mb"}),
+    "pretrain_corpus_memory": Expected("runs", "mode", ["in_memory", "build", "mapped"], {"seconds", "peak_rss_mb", "rss_before_mb"}),
+    "tokenize_throughput": Expected(
+        "results", "tokenizer", ["vq", "hrq", "bpe_64", "kmer6_overlapping", "kmer6_nonoverlapping", "char"],
+        {"precision", "nucleotides", "nt_per_second", "seconds_median"}, data=("genomes/lambda_virus.fa",),
+    ),
+    "pretrain_throughput": Expected("results", "model", ["vqdna", "bert"], {"tokens_per_second", "flops_per_token", "mfu", "params_matmul_N"}),
+    "finetune_memory": Expected("results", "status", ["ok"], {"length_nt", "gradient_checkpointing", "peak_memory_gb", "step_seconds"}),
+    "table7a_ablation": Expected(
+        "results", "model", ["vq", "hrq"], {"code_size", "reconstruction_accuracy", "levels", "train_seconds"},
+        data=("genomes/GCF_000005845.2_ASM584v2_genomic.fna.gz", "genomes/lambda_virus.fa", "genomes/22_20-21M.fa"),
+        beside=(".md", "| 98.2 | not measured |"),  # our K = 128 cell beside the paper's Rec.
+    ),
+    "pretrained_vs_random": Expected(
+        "results", "encoder", ["pretrained", "random"], {"dataset", "seed", "test_mcc", "best_dev_mcc"},
+        data=("gue/mouse/0/train.csv", "gue/mouse/0/dev.csv", "gue/mouse/0/test.csv"),
+    ),
+}
+
+
+def run_benchmark(*args: str, test_data: Path | None = None) -> subprocess.CompletedProcess:
+    """``python ARGS`` from the repository root with the package importable (and the test data, where given)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+    if test_data is not None:
+        env["VQDNA_TEST_DATA"] = str(test_data)
+    return subprocess.run([sys.executable, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory, one_torch_thread) -> list[str]:
+    """A tokenizer and its 3-step pretrained encoder: pretrained_vs_random.py compares whichever encoder it is given."""
+    folder = tmp_path_factory.mktemp("tiny_encoder")
+    tiny_pretrained(folder, seed=0)
+    return ["--tokenizer", str(folder / "tokenizer"), "--pretrained", str(folder / "pretrained")]
+
+
+def test_every_benchmark_file_is_run_or_imported_by_a_test():
+    assert sorted(path.stem for path in BENCHMARKS.glob("*.py")) == sorted([*SCRIPTS, *LIBRARIES, *RUN_ELSEWHERE])
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_smoke_run_writes_every_row_with_what_a_reader_needs(script, tmp_path, request):
+    expected = SCRIPTS[script]
+    extra = request.getfixturevalue("tiny_encoder") if script == "pretrained_vs_random" else []
+    test_data = request.getfixturevalue("test_data") if expected.data else None
+    for relative in expected.data:
+        data_file(test_data, relative)
+    output = tmp_path / f"{script}.json"
+    result = run_benchmark(str(BENCHMARKS / f"{script}.py"), "--smoke", "--output", str(output), *extra, test_data=test_data)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(output.read_text())
+    rows = report[expected.rows]
+    assert [row[expected.name] for row in rows] == expected.names
+    for row in rows:
+        assert expected.keys <= set(row), (row[expected.name], expected.keys - set(row))
+    if expected.beside:
+        suffix, text = expected.beside
+        assert text in output.with_suffix(suffix).read_text()
+
+
+def test_a_smoke_run_without_output_is_refused_so_it_cannot_replace_a_real_result():
+    result = run_benchmark(str(BENCHMARKS / "windows_throughput.py"), "--smoke")
+    assert result.returncode == 2 and "--smoke needs --output" in result.stderr
+
+
+def test_the_libraries_import():
+    """Every smoke run above uses them too; this test names the library that broke."""
+    script = (
+        f"import sys; sys.path.insert(0, {str(BENCHMARKS)!r})\n"
+        "import machine, smoke, timing\n"
+        "print(machine.cpu_name(), len(timing.timed(lambda: None, 'cpu', repeats=2)))\n"
+    )
+    result = run_benchmark("-c", script)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[-1] == "2"
