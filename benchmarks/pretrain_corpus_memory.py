@@ -68,14 +68,32 @@ def read_batches(codes, batches: int, batch_size: int) -> float:
     return (time.perf_counter() - started) / batches * 1000
 
 
+def read_codes(path: Path, split: str):
+    """What every rank did before the mapped corpus: the split's codes padded into RAM, (windows, longest, levels)."""
+    import pyarrow.parquet as pq
+
+    from vqdna.tokenizer.tokens import Codes
+
+    levels = [name for name in pq.read_schema(path).names if name.startswith("codes_l")]
+    table = pq.read_table(path, columns=levels, filters=[("split", "==", split)])
+    columns = [table.column(name).combine_chunks() for name in levels]
+    offsets = np.asarray(columns[0].offsets)
+    lengths = np.diff(offsets)
+    values = np.zeros((table.num_rows, int(lengths.max()), len(levels)), dtype=columns[0].type.value_type.to_pandas_dtype())
+    rows = np.repeat(np.arange(table.num_rows), lengths)
+    positions = np.arange(offsets[-1] - offsets[0]) - np.repeat(offsets[:-1] - offsets[0], lengths)
+    for level, column in enumerate(columns):
+        values[rows, positions, level] = column.flatten().to_numpy(zero_copy_only=False)
+    return Codes(values, lengths.astype(np.int64))
+
+
 def child(mode: str, token_file: Path, folder: Path, batches: int, batch_size: int) -> dict:
     from vqdna.lm.corpus import build_corpus, open_corpus
-    from vqdna.tokenizer.tokens import read_codes
 
     before = peak_rss_mb()
     started = time.perf_counter()
     if mode == "in_memory":
-        codes = read_codes(token_file, HASH, "train")
+        codes = read_codes(token_file, "train")
     elif mode == "build":
         build_corpus([token_file], HASH, "train", folder)
         return {"mode": mode, "seconds": round(time.perf_counter() - started, 2), "peak_rss_mb": round(peak_rss_mb(), 1), "rss_before_mb": round(before, 1)}

@@ -7,6 +7,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pysam
 import pytest
 import torch
@@ -14,7 +15,7 @@ import torch
 from vqdna.lm.pretrain import pretrain
 from vqdna.tokenizer.api import VQTokenizer
 from vqdna.tokenizer.hrq import HRQ, HRQConfig
-from vqdna.tokenizer.tokens import tokenize_windows
+from vqdna.tokenizer.tokens import Codes, tokenize_windows
 from vqdna.tokenizer.vq import VQVAE, VQConfig
 from vqdna.windows import WindowSettings, write_windows
 
@@ -90,3 +91,17 @@ def write_ggg_gue_folder(folder: Path, rows_per_split: int = 40) -> None:
                     break
             lines.append(f"{sequence},{i % 2}")
         (folder / f"{split}.csv").write_text("\n".join(lines) + "\n")
+
+
+def codes_of_token_files(paths: list[Path], split: str | None = None) -> Codes:
+    """The oracle corpora are checked against: the files' codes in order, padded with 0, read as Python lists."""
+    rows = []
+    for path in paths:
+        table = pq.read_table(path, filters=[("split", "==", split)] if split else None)
+        levels = sorted(name for name in table.column_names if name.startswith("codes_l"))
+        rows += [np.array(codes).T for codes in zip(*(table.column(name).to_pylist() for name in levels))]
+    lengths = np.array([len(r) for r in rows], dtype=np.int64)
+    values = np.zeros((len(rows), int(lengths.max(initial=0)), rows[0].shape[1] if rows else 1), dtype=np.int64)
+    for i, r in enumerate(rows):
+        values[i, : len(r)] = r
+    return Codes(values, lengths)

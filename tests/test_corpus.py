@@ -6,11 +6,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import codes_of_token_files
 
 from vqdna import VqdnaError
 from vqdna.artifacts import tokens_schema, with_metadata
 from vqdna.lm.corpus import build_corpus, open_corpus
-from vqdna.tokenizer.tokens import Codes, read_codes
 
 HASH = "a" * 64
 
@@ -45,7 +45,7 @@ def token_files(tmp_path):
 
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_mapped_windows_equal_the_token_files(tmp_path, token_files, split):
-    expected = Codes.concatenate([read_codes(p, HASH, split) for p in token_files])
+    expected = codes_of_token_files(token_files, split)
     mapped = open_corpus(build_corpus(token_files, HASH, split, tmp_path / split))
     assert isinstance(mapped.tokens, np.memmap)
     assert np.array_equal(mapped.lengths, expected.lengths)
@@ -55,7 +55,7 @@ def test_mapped_windows_equal_the_token_files(tmp_path, token_files, split):
 
 
 def test_mapped_pieces_equal_chunked_codes_in_order(tmp_path, token_files):
-    expected = Codes.concatenate([read_codes(p, HASH, "train") for p in token_files]).chunked(4)
+    expected = codes_of_token_files(token_files, "train").chunked(4)
     pieces = open_corpus(build_corpus(token_files, HASH, "train", tmp_path / "train")).chunked(4)
     assert np.array_equal(pieces.lengths, expected.lengths)
     every = np.arange(len(pieces))

@@ -23,7 +23,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from helpers import TINY_ENCODER, tiny_tokenizer
+from helpers import TINY_ENCODER, codes_of_token_files, tiny_tokenizer
 from safetensors.torch import load_file
 
 import vqdna.lm.checkpoints as checkpoints
@@ -37,7 +37,7 @@ from vqdna.lm.pretrain import (
     pretrain,
 )
 from vqdna.tokenizer.api import tokenizer_hash
-from vqdna.tokenizer.tokens import Codes, read_codes, tokenize_windows
+from vqdna.tokenizer.tokens import Codes, tokenize_windows
 from vqdna.windows import WindowSettings, write_windows
 
 NO_DROPOUT = {**TINY_ENCODER, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
@@ -242,8 +242,8 @@ def test_the_corpus_is_built_once_per_fingerprint_and_stale_ones_are_removed(cor
     (state / ".corpus-0ld.tmp-killed").mkdir()  # a build killed before its rename
     digest = tokenizer_hash(corpus["tokenizer"])
     with _mapped_corpus([corpus["tokens"]], digest, state / "corpus-new", rank=0) as (train, test):
-        assert np.array_equal(train.take(np.arange(len(train))).values, read_codes(corpus["tokens"], digest, "train").values)
-        assert len(test) == len(read_codes(corpus["tokens"], digest, "test"))
+        assert np.array_equal(train.take(np.arange(len(train))).values, codes_of_token_files([corpus["tokens"]], "train").values)
+        assert len(test) == len(codes_of_token_files([corpus["tokens"]], "test"))
     assert sorted(p.name for p in state.iterdir()) == ["corpus-new"]
     monkeypatch.setattr(pretrain_module, "build_corpus", _must_not_rebuild)
     with _mapped_corpus([corpus["tokens"]], digest, state / "corpus-new", rank=0) as (again, _):

@@ -13,7 +13,7 @@ import torch
 
 from vqdna import VqdnaError
 from vqdna.tokenizer.api import VQTokenizer, load_tokenizer, tokenizer_hash
-from vqdna.tokenizer.tokens import read_codes, tokenize_windows
+from vqdna.tokenizer.tokens import check_token_file, tokenize_windows
 from vqdna.tokenizer.vq import VQVAE, VQConfig
 from vqdna.windows import WindowSettings, write_windows
 
@@ -81,21 +81,10 @@ def test_codes_equal_tokenizer_encode_of_the_window_sequences(made):
     expected = np.stack([c[0] for c in load_tokenizer(made["tokenizer"], device="cpu").encode(sequences)])
     written = np.array(pq.read_table(made["tokens"]).column("codes_l1").to_pylist())
     assert np.array_equal(written, expected)
-    codes = read_codes(made["tokens"], tokenizer_hash(made["tokenizer"]))
-    assert codes.values.shape == (len(sequences), WINDOW, 1)
-    assert (codes.lengths == WINDOW).all()
-    assert np.array_equal(codes.values[..., 0], expected)
+    assert written.shape == (len(sequences), WINDOW)
 
 
-def test_read_codes_of_one_split(made):
-    digest = tokenizer_hash(made["tokenizer"])
-    splits = pq.read_table(made["tokens"], columns=["split"]).column("split").to_pylist()
-    everything = read_codes(made["tokens"], digest)
-    for split in ("train", "dev", "test"):
-        rows = [i for i, s in enumerate(splits) if s == split]
-        assert np.array_equal(read_codes(made["tokens"], digest, split).values, everything.values[rows])
-
-
-def test_read_codes_refuses_another_tokenizer(made):
-    with pytest.raises(VqdnaError, match="another tokenizer"):
-        read_codes(made["tokens"], "0" * 64)
+def test_a_token_file_is_checked_against_its_tokenizer(made):
+    check_token_file(made["tokens"], tokenizer_hash(made["tokenizer"]))
+    with pytest.raises(VqdnaError, match="made with tokenizer hash .* another tokenizer"):
+        check_token_file(made["tokens"], "0" * 64)

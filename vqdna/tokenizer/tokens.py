@@ -121,19 +121,6 @@ class Codes:
     def __len__(self) -> int:
         return len(self.lengths)
 
-    @classmethod
-    def concatenate(cls, parts: list["Codes"]) -> "Codes":
-        parts = [p for p in parts if len(p)]
-        if not parts:
-            return cls(np.zeros((0, 0, 1), np.uint16), np.zeros(0, np.int64))
-        longest, levels = max(p.values.shape[1] for p in parts), parts[0].values.shape[2]
-        values = np.zeros((sum(len(p) for p in parts), longest, levels), dtype=parts[0].values.dtype)
-        row = 0
-        for p in parts:
-            values[row : row + len(p), : p.values.shape[1]] = p.values
-            row += len(p)
-        return cls(values, np.concatenate([p.lengths for p in parts]))
-
     def padded(self, rows: np.ndarray) -> np.ndarray:
         """(len(rows), longest of them, levels) codes, 0 after each window's end."""
         return self.values[rows, : int(self.lengths[rows].max()) if len(rows) else 0]
@@ -160,21 +147,3 @@ def check_token_file(path: str | Path, tokenizer_hash: str) -> None:
         read_metadata(path).get("vqdna.tokenizer_hash"), tokenizer_hash, made=f"{path} was made with",
         given="the tokenizer given", remedy="it belongs to another tokenizer: delete it and rerun so it is re-tokenized",
     )
-
-
-def read_codes(path: str | Path, expected_hash: str, split: str | None = None) -> Codes:
-    """Codes of a token file, padded with 0 to its longest window, after checking its tokenizer hash."""
-    check_token_file(path, expected_hash)
-    levels = [name for name in pq.read_schema(path).names if name.startswith("codes_l")]
-    table = pq.read_table(path, columns=levels, filters=[("split", "==", split)] if split else None)
-    if table.num_rows == 0:
-        return Codes.concatenate([])
-    columns = [table.column(name).combine_chunks() for name in levels]
-    offsets = np.asarray(columns[0].offsets)
-    lengths = np.diff(offsets)
-    values = np.zeros((table.num_rows, int(lengths.max()), len(levels)), dtype=columns[0].type.value_type.to_pandas_dtype())
-    rows = np.repeat(np.arange(table.num_rows), lengths)
-    positions = np.arange(offsets[-1] - offsets[0]) - np.repeat(offsets[:-1] - offsets[0], lengths)
-    for level, column in enumerate(columns):
-        values[rows, positions, level] = column.flatten().to_numpy(zero_copy_only=False)
-    return Codes(values, lengths.astype(np.int64))
