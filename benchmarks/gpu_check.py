@@ -492,7 +492,7 @@ def section_pretrain(section: Section) -> None:
     )
     from timing import synchronize, training_step
 
-    from vqdna.lm.pretrain import PretrainConfig, _train_step
+    from vqdna.lm.pretrain import PretrainConfig, Process, train_step
     from vqdna.tokenizer.tokens import Codes
 
     ctx = section.ctx
@@ -573,7 +573,7 @@ def section_pretrain(section: Section) -> None:
             synchronize(device)
             started = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
-            _train_step(model, config, corpus, step, 0, 1, torch.device(device))
+            train_step(model, config, corpus, step, Process(rank=0, world=1, device=torch.device(device)))
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
             synchronize(device)
@@ -582,7 +582,7 @@ def section_pretrain(section: Section) -> None:
         median = statistics.median(pipeline_seconds)
         ours = section.data["models"][0]
         section.data["pipeline_step"] = {
-            "what": "vqdna.lm.pretrain._train_step + clip + AdamW, masks drawn on the host (numpy) every step",
+            "what": "vqdna.lm.pretrain.train_step + clip + AdamW, masks drawn on the host (numpy) every step",
             "step_seconds": [round(s, 4) for s in pipeline_seconds], "tokens_per_second": round(tokens / median),
             "over_model_step": round(statistics.median(seconds["vqdna"]) / median, 3),
         }

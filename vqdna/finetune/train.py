@@ -12,13 +12,14 @@ import hashlib
 import logging
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model
 from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
 
@@ -29,8 +30,11 @@ from vqdna.lm.modeling import VqdnaForSequenceClassification
 from vqdna.metrics import classification_metrics, regression_metrics
 from vqdna.runtime import check_tokenizer_hash, choose_device, pad_codes
 from vqdna.tokenizer.api import VQTokenizer, load_tokenizer
+from vqdna.tokenizer.baselines import BaselineTokenizer
 
 log = logging.getLogger(__name__)
+
+Tokenizer = VQTokenizer | BaselineTokenizer
 
 
 @dataclass
@@ -127,7 +131,7 @@ def _check_targets(model: torch.nn.Module, targets: list[str]) -> None:
         )
 
 
-def model_size(model: torch.nn.Module, tokenizer, test_codes: list[np.ndarray]) -> dict:
+def model_size(model: torch.nn.Module, tokenizer: Tokenizer, test_codes: list[np.ndarray]) -> dict:
     """Parameters of the encoder (less LoRA and head) and of the tokenizer; forward GFLOPs of a mean test input.
 
     FLOPs: 2 per weight and token for the matmuls, plus 4 * layers * T^2 * hidden
@@ -146,32 +150,20 @@ def model_size(model: torch.nn.Module, tokenizer, test_codes: list[np.ndarray]) 
     }
 
 
-def _encode(tokenizer: VQTokenizer, sequences: list[str], max_length: int) -> list[np.ndarray]:
-    return tokenizer.encode([s[:max_length] for s in sequences])
+@dataclass
+class Split:
+    """One split of a dataset: per row its label and its codes (levels, tokens)."""
+
+    labels: np.ndarray
+    codes: list[np.ndarray]
 
 
-def finetune(
-    spec: DatasetSpec,
-    settings: dict,
-    seed: int,
-    pretrained_dir: str | Path,
-    tokenizer_dir: str | Path,
-    dataset_dir: str | Path,
-    output_dir: str | Path,
-    *,
-    threads: int | None = None,
-    device: str | None = None,
-) -> dict:
-    """Fine-tune on ``dataset_dir`` and write metrics.json, predictions.parquet and adapter/ to ``output_dir``."""
-    options = FinetuneSettings.from_settings(settings)
-    if threads:
-        torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    device = choose_device(device)
+def load_model(
+    spec: DatasetSpec, options: FinetuneSettings, pretrained_dir: str | Path, tokenizer_dir: str | Path, device: torch.device
+) -> tuple[PeftModel, Tokenizer]:
+    """The pretrained encoder with a new head and LoRA adapters on ``device``, and the tokenizer it was pretrained on."""
     if not (Path(pretrained_dir) / "config.json").is_file():
         raise VqdnaError(f"{pretrained_dir}: not a pretrained model folder (config.json missing)")
-
     overrides = {} if options.attention_dropout is None else {"attention_probs_dropout_prob": options.attention_dropout}
     model = VqdnaForSequenceClassification.from_pretrained(
         pretrained_dir,
@@ -195,35 +187,54 @@ def finetune(
         target_modules=options.lora.target_modules,
         modules_to_save=["classifier"],
     )
-    model = get_peft_model(model, lora).to(device)
-    dataset_dir = Path(dataset_dir)
-    data = {}
-    for split in ("train", "dev", "test"):
-        sequences, labels = read_split(dataset_dir / f"{split}.parquet")
-        data[split] = (sequences, labels, _encode(tokenizer, sequences, spec.max_length))
+    return get_peft_model(model, lora).to(device), tokenizer
 
+
+def read_splits(tokenizer: Tokenizer, dataset_dir: str | Path, max_length: int) -> dict[str, Split]:
+    """train, dev and test of ``dataset_dir``, every sequence cut to ``max_length`` nt and encoded."""
+    splits = {}
+    for name in ("train", "dev", "test"):
+        sequences, labels = read_split(Path(dataset_dir) / f"{name}.parquet")
+        splits[name] = Split(labels, tokenizer.encode([s[:max_length] for s in sequences]))
+    return splits
+
+
+def _batches(
+    split: Split, batch_size: int, rng: np.random.Generator, label_dtype: torch.dtype, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(input_ids, attention_mask, labels) of the whole split in a new random order, one padded batch at a time."""
+    order = rng.permutation(len(split.codes))
+    for i in range(0, len(order), batch_size):
+        rows = order[i : i + batch_size]
+        input_ids, attention = pad_codes([split.codes[r] for r in rows], device)
+        yield input_ids, attention, torch.as_tensor(split.labels[rows], device=device, dtype=label_dtype)
+
+
+def train_epochs(
+    model: PeftModel, spec: DatasetSpec, options: FinetuneSettings, splits: dict[str, Split], seed: int, device: torch.device
+) -> tuple[list[dict], int, float]:
+    """Train for ``spec.epochs`` epochs, scoring dev after each; the model ends with its best epoch's weights.
+
+    Returns the per-epoch history, the best epoch and its dev score.
+    """
+    rng = np.random.default_rng(seed)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=options.weight_decay)
-    train_sequences, train_labels, train_codes = data["train"]
-    steps_per_epoch = -(-len(train_codes) // spec.batch_size)
+    steps_per_epoch = -(-len(splits["train"].codes) // spec.batch_size)
     schedule = get_linear_schedule_with_warmup(optimizer, spec.warmup_steps, steps_per_epoch * spec.epochs)
     label_dtype = torch.float32 if spec.task == "regression" else torch.long
     log.info(
         "%s seed %d: %d train / %d dev / %d test, %d epochs x %d steps, %.2fM trainable parameters, %s",
-        spec.dataset, seed, len(train_codes), len(data["dev"][2]), len(data["test"][2]),
+        spec.dataset, seed, len(splits["train"].codes), len(splits["dev"].codes), len(splits["test"].codes),
         spec.epochs, steps_per_epoch, sum(p.numel() for p in trainable) / 1e6, device,
     )
 
-    started = time.time()
     history, best_score, best_epoch, best_state = [], -np.inf, 0, None
     for epoch in range(1, spec.epochs + 1):
         model.train()
-        order = rng.permutation(len(train_codes))
         losses = []
-        for i in tqdm(range(0, len(order), spec.batch_size), desc=f"{spec.dataset} epoch {epoch}", mininterval=10):
-            rows = order[i : i + spec.batch_size]
-            input_ids, attention = pad_codes([train_codes[r] for r in rows], device)
-            labels = torch.as_tensor(train_labels[rows], device=device, dtype=label_dtype)
+        batches = _batches(splits["train"], spec.batch_size, rng, label_dtype, device)
+        for input_ids, attention, labels in tqdm(batches, total=steps_per_epoch, desc=f"{spec.dataset} epoch {epoch}", mininterval=10):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
             optimizer.zero_grad(set_to_none=True)
@@ -232,7 +243,8 @@ def finetune(
             optimizer.step()
             schedule.step()
             losses.append(loss.item())
-        dev_metrics, _ = score(spec, predict_logits(model, data["dev"][2], options.eval_batch_size, device), data["dev"][1])
+        dev = splits["dev"]
+        dev_metrics, _ = score(spec, predict_logits(model, dev.codes, options.eval_batch_size, device), dev.labels)
         history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), **{f"dev_{k}": v for k, v in dev_metrics.items()}})
         log.info("epoch %d %s", epoch, history[-1])
         if best_state is None or dev_metrics[spec.metric] > best_score:
@@ -243,27 +255,52 @@ def finetune(
         for name, parameter in model.named_parameters():
             if name in best_state:
                 parameter.copy_(best_state[name])
-    test_logits = predict_logits(model, data["test"][2], options.eval_batch_size, device)
-    test_metrics, predictions = score(spec, test_logits, data["test"][1])
+    return history, best_epoch, best_score
+
+
+def finetune(
+    spec: DatasetSpec,
+    settings: dict,
+    seed: int,
+    pretrained_dir: str | Path,
+    tokenizer_dir: str | Path,
+    dataset_dir: str | Path,
+    output_dir: str | Path,
+    *,
+    threads: int | None = None,
+    device: str | None = None,
+) -> dict:
+    """Fine-tune on ``dataset_dir`` and write metrics.json, predictions.parquet and adapter/ to ``output_dir``."""
+    options = FinetuneSettings.from_settings(settings)
+    device = choose_device(device, threads)
+    torch.manual_seed(seed)  # the head's and the adapters' initial weights, and dropout
+    model, tokenizer = load_model(spec, options, pretrained_dir, tokenizer_dir, device)
+    splits = read_splits(tokenizer, dataset_dir, spec.max_length)
+
+    started = time.time()
+    history, best_epoch, best_dev = train_epochs(model, spec, options, splits, seed, device)
+    test = splits["test"]
+    test_logits = predict_logits(model, test.codes, options.eval_batch_size, device)
+    test_metrics, predictions = score(spec, test_logits, test.labels)
     result = {
         **spec.result_fields(),
         "seed": seed,
         "test": test_metrics,
         "best_epoch": best_epoch,
-        "best_dev": best_score,
+        "best_dev": best_dev,
         "history": history,
         "train_seconds": round(time.time() - started, 1),
         "pretrained": str(pretrained_dir),
         "tokenizer_hash": tokenizer.hash,
         "base_weights_sha256": weights_fingerprint(dict(model.named_parameters())),
-        **model_size(model, tokenizer, data["test"][2]),
+        **model_size(model, tokenizer, test.codes),
         "lora": asdict(options.lora),
         "attention_dropout": model.config.attention_probs_dropout_prob,
     }
     log.info("%s seed %d test %s", spec.dataset, seed, test_metrics)
     with atomic_dir(output_dir) as tmp:
         model.save_pretrained(tmp / "adapter")
-        _write_predictions(tmp / "predictions.parquet", spec, data["test"][1], predictions, test_logits)
+        _write_predictions(tmp / "predictions.parquet", spec, test.labels, predictions, test_logits)
         write_json(tmp / "metrics.json", result)
     return result
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pyarrow.compute as pc
@@ -35,13 +36,24 @@ STARTS = "starts.npy"
 LAYOUT = "layout.json"
 
 
+class WindowCodes(Protocol):
+    """The codes of a set of windows as pretraining reads them, batch by batch.
+
+    :class:`MappedCodes` (the corpus on disk) and :class:`vqdna.tokenizer.tokens.Codes`
+    (windows in memory: the held-out sample, benchmarks) both are.
+    """
+
+    lengths: np.ndarray  # (windows,) tokens per window
+
+    def __len__(self) -> int: ...
+
+    def padded(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), longest of them, levels) codes, 0 after each window's end."""
+
+
 @dataclass
 class MappedCodes:
-    """Windows (or pieces of windows) read from one flat ``tokens`` array.
-
-    Same interface as :class:`vqdna.tokenizer.tokens.Codes` where pretraining needs it:
-    ``len``, ``lengths`` and ``padded(rows)``.
-    """
+    """Windows (or pieces of windows) read from one flat ``tokens`` array; a :class:`WindowCodes`."""
 
     tokens: np.ndarray  # (total tokens, levels), memory-mapped
     starts: np.ndarray  # (windows,) first token of each window in ``tokens``

@@ -26,13 +26,15 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Iterator
+from types import FrameType
 
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import LRScheduler
 from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
@@ -54,10 +56,10 @@ from vqdna.lm.checkpoints import (
     save_checkpoint,
 )
 from vqdna.lm.configuration import VqdnaConfig
-from vqdna.lm.corpus import LAYOUT, MappedCodes, build_corpus, open_corpus
+from vqdna.lm.corpus import LAYOUT, MappedCodes, WindowCodes, build_corpus, open_corpus
 from vqdna.lm.modeling import VqdnaForMaskedLM
 from vqdna.runtime import best_device
-from vqdna.tokenizer.api import load_tokenizer
+from vqdna.tokenizer.api import VQTokenizer, load_tokenizer
 from vqdna.tokenizer.tokens import Codes
 
 log = logging.getLogger(__name__)
@@ -172,7 +174,9 @@ def global_batch_indices(seed: int, step: int, batch_size: int, num_windows: int
     return np.stack([sample_index, windows])
 
 
-def _masked_batch(codes: Codes, rows: np.ndarray, sample_index: np.ndarray, seed: int, step: int, ratio: float, device: torch.device):
+def _masked_batch(
+    codes: WindowCodes, rows: np.ndarray, sample_index: np.ndarray, seed: int, step: int, ratio: float, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Inputs, mask, labels (-100 where unscored) and attention mask of the windows ``rows``."""
     lengths = codes.lengths[rows]
     values = codes.padded(rows)
@@ -202,7 +206,7 @@ def masked_accuracy(model: VqdnaForMaskedLM, codes: Codes, seed: int, ratio: flo
     return (correct / max(1, total)).tolist()
 
 
-def most_frequent_codes(codes: Codes | MappedCodes, rows_per_read: int = 4096) -> np.ndarray:
+def most_frequent_codes(codes: WindowCodes, rows_per_read: int = 4096) -> np.ndarray:
     """Per level, the code seen most often among real (unpadded) tokens; reads the corpus in slices."""
     counts = None
     for first in range(0, len(codes), rows_per_read):
@@ -264,7 +268,7 @@ def _heldout_sample(held: MappedCodes, count: int, seed: int) -> Codes:
 
 
 @contextlib.contextmanager
-def _mapped_corpus(token_files, tokenizer_hash: str, folder: Path | None, rank: int) -> Iterator[tuple[MappedCodes, MappedCodes]]:
+def _mapped_corpus(token_files: list[str | Path], tokenizer_hash: str, folder: Path | None, rank: int) -> Iterator[tuple[MappedCodes, MappedCodes]]:
     """The train and test windows of ``token_files``, built once by rank 0 into ``folder`` and mapped by every rank.
 
     ``folder`` None: a temporary folder, removed at the end (one node only:
@@ -290,20 +294,20 @@ def _mapped_corpus(token_files, tokenizer_hash: str, folder: Path | None, rank: 
 class StopRequested:
     """Set by SIGTERM (SLURM preemption or time limit): the run saves a checkpoint at the end of the step and stops."""
 
-    def __init__(self, enabled: bool):
+    def __init__(self, enabled: bool) -> None:
         self.enabled, self.requested = enabled, False
-        self._previous = None
+        self._previous: Callable[[int, FrameType | None], object] | int | None = None
 
     def __enter__(self) -> StopRequested:
         if self.enabled and threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._handle)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
 
-    def _handle(self, signum, frame) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.requested = True
 
     def anywhere(self, device: torch.device) -> bool:
@@ -337,12 +341,54 @@ def micro_batches(batch_size: int, rank: int, world: int, accum: int) -> list[sl
     return [slice(rank * per_rank + m * micro, rank * per_rank + (m + 1) * micro) for m in range(accum)]
 
 
-def _train_step(step_model, run: PretrainConfig, codes: Codes, step: int, rank: int, world: int, device: torch.device) -> torch.Tensor:
+@dataclass(frozen=True)
+class Process:
+    """This process's part in a run: rank ``rank`` of ``world`` data-parallel processes, computing on ``device``."""
+
+    rank: int
+    world: int
+    device: torch.device
+
+
+@dataclass(frozen=True)
+class StateFolder:
+    """Where a run keeps its resumable checkpoints and its mapped corpus, and the fingerprint both belong to."""
+
+    path: Path
+    fingerprint: str
+    keep: int  # complete checkpoints kept
+
+    @property
+    def corpus(self) -> Path:
+        return self.path / f"corpus-{self.fingerprint[:16]}"
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """What a run reads: its train windows (mapped, read batch by batch) and a sample of held-out windows (in memory)."""
+
+    train: MappedCodes
+    heldout: Codes
+
+
+@dataclass
+class TrainingState:
+    """What a checkpoint holds: the model, its optimizer and schedule, the last step taken and the curves so far."""
+
+    model: VqdnaForMaskedLM
+    optimizer: torch.optim.Optimizer
+    schedule: LRScheduler
+    step: int = 0
+    curves: list[dict] = field(default_factory=list)
+
+
+def train_step(step_model: torch.nn.Module, run: PretrainConfig, codes: WindowCodes, step: int, process: Process) -> torch.Tensor:
     """Forward and backward of this rank's slice of the step's global batch.
 
     Returns (this rank's summed masked-token loss, the global masked count / world):
     all-reduced, their ratio is the global batch's mean loss.
     """
+    rank, world, device = process.rank, process.world, process.device
     sample_index, rows = global_batch_indices(run.seed, step, run.batch_size, len(codes))
     global_masked = int(masked_counts(codes.lengths[rows], run.mask_ratio).sum())
     parts = micro_batches(run.batch_size, rank, world, run.grad_accum_steps)
@@ -386,25 +432,75 @@ def pretrain(
         )
     if threads:
         torch.set_num_threads(threads)
-    device = torch.device(rank_device(device, rank, world) or best_device())
+    process = Process(rank, world, torch.device(rank_device(device, rank, world) or best_device()))
     tokenizer = load_tokenizer(tokenizer_dir, device="cpu")
-    run_fingerprint = None
+    state = None
     if state_dir is not None:
         run_fingerprint = broadcast_object(
             fingerprint(run.fingerprint_settings(), tokenizer.hash, token_files) if rank == 0 else None
         )
-    corpus_dir = Path(state_dir) / f"corpus-{run_fingerprint[:16]}" if state_dir is not None else None
-    with _mapped_corpus(token_files, tokenizer.hash, corpus_dir, rank) as (train_codes, test_codes):
-        return _pretrain(name, run, tokenizer, train_codes, test_codes, output_dir, state_dir, run_fingerprint, device, rank, world)
+        state = StateFolder(Path(state_dir), run_fingerprint, run.keep_checkpoints)
+    with _mapped_corpus(token_files, tokenizer.hash, state.corpus if state else None, rank) as (train_codes, test_codes):
+        if len(train_codes) == 0:
+            raise VqdnaError(f"runs.{name}: no train-split windows in the token files")
+        heldout = _heldout_sample(test_codes, run.heldout_windows, run.seed)
+        if run.max_length:  # every window cut into max_length pieces: all of the corpus is read
+            train_codes, heldout = train_codes.chunked(run.max_length), heldout.chunked(run.max_length)
+        return _pretrain(name, run, tokenizer, Corpus(train_codes, heldout), Path(output_dir), state, process)
 
 
-def _pretrain(name, run, tokenizer, train_codes, test_codes, output_dir, state_dir, run_fingerprint, device, rank, world) -> dict:
-    if len(train_codes) == 0:
-        raise VqdnaError(f"runs.{name}: no train-split windows in the token files")
-    heldout = _heldout_sample(test_codes, run.heldout_windows, run.seed)
-    if run.max_length:  # every window cut into max_length pieces: all of the corpus is read
-        train_codes, heldout = train_codes.chunked(run.max_length), heldout.chunked(run.max_length)
+def _pretrain(
+    name: str, run: PretrainConfig, tokenizer: VQTokenizer, corpus: Corpus, output_dir: Path, state: StateFolder | None, process: Process
+) -> dict:
+    """The run once its corpus is mapped: start or resume, train, then (rank 0) measure and save the model."""
+    training, resumed_from = _start_training(name, run, tokenizer, state, process)
+    log.info(
+        "run %s: %d train sequences of up to %d tokens, %.1fM trainable parameters, process %d of %d, %s",
+        name, len(corpus.train), corpus.train.longest, sum(p.numel() for p in _trainable(training.model)) / 1e6,
+        process.rank, process.world, process.device,
+    )
+    started = time.time()
+    _train(name, run, training, corpus.train, state, process)
 
+    result = None
+    if process.rank == 0:
+        result = {
+            "run": name,
+            "tokenizer": run.tokenizer,
+            "tokenizer_hash": tokenizer.hash,
+            "train_sequences": len(corpus.train),
+            "heldout_sequences": len(corpus.heldout),
+            "steps": run.steps,
+            "processes": process.world,
+            "resumed_from": resumed_from,
+            "final_loss": training.curves[-1]["loss"],
+            "heldout_masked_accuracy": masked_accuracy(training.model, corpus.heldout, run.seed, run.mask_ratio, process.device),
+            "heldout_baselines": masked_baselines(corpus.heldout, most_frequent_codes(corpus.train), run.seed, run.mask_ratio),
+            "train_seconds": round(time.time() - started, 1),
+            "run_config": asdict(run),
+        }
+        with atomic_dir(output_dir) as tmp:
+            training.model.save_pretrained(tmp)
+            write_json(tmp / "metrics.json", result)
+            write_csv(tmp / "curves.csv", training.curves)
+        if state is not None:
+            clear_state(state.path)
+    barrier()
+    return broadcast_object(result)
+
+
+def _trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """Every parameter but the frozen code embeddings (a learned tokenizer's codebooks)."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _start_training(
+    name: str, run: PretrainConfig, tokenizer: VQTokenizer, state: StateFolder | None, process: Process
+) -> tuple[TrainingState, str | None]:
+    """A new model, its optimizer and schedule on this process's device, resumed from the newest checkpoint if any.
+
+    Returns them and the checkpoint resumed from (None: a fresh start).
+    """
     torch.manual_seed(run.seed)  # the same initial weights on every rank
     model = VqdnaForMaskedLM(
         VqdnaConfig(
@@ -418,76 +514,52 @@ def _pretrain(name, run, tokenizer, train_codes, test_codes, output_dir, state_d
     )
     if tokenizer.embedding_dim is not None:  # learned tokenizers: their codebooks are the frozen input embedding
         model.vqdna.set_code_embeddings(tokenizer.codebook_tables())
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=run.learning_rate, weight_decay=run.weight_decay, betas=(0.9, 0.98))
-    schedule = get_cosine_schedule_with_warmup(optimizer, run.warmup_steps, run.steps)
+    optimizer = torch.optim.AdamW(_trainable(model), lr=run.learning_rate, weight_decay=run.weight_decay, betas=(0.9, 0.98))
+    training = TrainingState(model, optimizer, get_cosine_schedule_with_warmup(optimizer, run.warmup_steps, run.steps))
 
-    start, curves, resumed_from = 0, [], None
-    if state_dir is not None:
-        found = broadcast_object(latest_checkpoint(state_dir, run_fingerprint) if rank == 0 else None)
-        if found is not None:
-            state = load_checkpoint(found, model)
-            optimizer.load_state_dict(state["optimizer"])
-            schedule.load_state_dict(state["schedule"])
-            _set_rng_state(state["rng"], rank)
-            start, curves, resumed_from = state["step"], state["curves"], str(found)
-            log.info("run %s: resumed from %s (step %d of %d)", name, found, start, run.steps)
-    model.to(device).train()
-    _move_optimizer_state(optimizer, device)
-    step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
-    log.info(
-        "run %s: %d train sequences of up to %d tokens, %.1fM trainable parameters, process %d of %d, %s",
-        name, len(train_codes), train_codes.longest, sum(p.numel() for p in trainable) / 1e6, rank, world, device,
-    )
+    found = None
+    if state is not None:
+        found = broadcast_object(latest_checkpoint(state.path, state.fingerprint) if process.rank == 0 else None)
+    if found is not None:
+        saved = load_checkpoint(found, model)
+        optimizer.load_state_dict(saved["optimizer"])
+        training.schedule.load_state_dict(saved["schedule"])
+        _set_rng_state(saved["rng"], process.rank)
+        training.step, training.curves = saved["step"], saved["curves"]
+        log.info("run %s: resumed from %s (step %d of %d)", name, found, training.step, run.steps)
+    model.to(process.device).train()
+    _move_optimizer_state(optimizer, process.device)
+    return training, None if found is None else str(found)
 
+
+def _train(name: str, run: PretrainConfig, training: TrainingState, codes: MappedCodes, state: StateFolder | None, process: Process) -> None:
+    """Steps from the one after ``training.step`` to ``run.steps``, logging and checkpointing on the way."""
+    model, optimizer, schedule = training.model, training.optimizer, training.schedule
+    device = process.device
+    step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if process.world > 1 else model
+    trainable = _trainable(model)
     started = time.time()
-    with StopRequested(enabled=state_dir is not None) as stop:
-        for step in tqdm(range(start + 1, run.steps + 1), desc=f"pretrain {name}", mininterval=10, disable=rank > 0):
+    with StopRequested(enabled=state is not None) as stop:
+        for step in tqdm(range(training.step + 1, run.steps + 1), desc=f"pretrain {name}", mininterval=10, disable=process.rank > 0):
             optimizer.zero_grad(set_to_none=True)
-            loss_sum, count = _train_step(step_model, run, train_codes, step, rank, world, device).split(1)
+            loss_sum, count = train_step(step_model, run, codes, step, process).split(1)
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
             schedule.step()
+            training.step = step
             if step % run.log_every == 0 or step == run.steps:
                 total, masked = all_reduce_sum(torch.cat([loss_sum, count])).tolist()
                 loss = total / masked  # mean over the global batch's masked tokens
                 if not math.isfinite(loss):
                     raise VqdnaError(f"runs.{name}: loss became {loss} at step {step}; lower learning_rate")
-                curves.append({"step": step, "loss": loss, "learning_rate": schedule.get_last_lr()[0], "seconds": round(time.time() - started, 1)})
+                training.curves.append({"step": step, "loss": loss, "learning_rate": schedule.get_last_lr()[0], "seconds": round(time.time() - started, 1)})
                 log.info("step %d loss %.4f", step, loss)
             stopping = stop.anywhere(device)
-            due = state_dir is not None and run.checkpoint_every and step % run.checkpoint_every == 0 and step < run.steps
+            due = state is not None and run.checkpoint_every and step % run.checkpoint_every == 0 and step < run.steps
             if due or stopping:
-                _checkpoint(state_dir, step, run_fingerprint, model, optimizer, schedule, curves, run.keep_checkpoints, rank)
+                _checkpoint(state, training, process)
             if stopping:
-                raise VqdnaError(f"runs.{name}: stopped by SIGTERM after step {step}; checkpoint saved in {state_dir}, rerun to continue")
-
-    result = None
-    if rank == 0:
-        frequent = most_frequent_codes(train_codes)
-        result = {
-            "run": name,
-            "tokenizer": run.tokenizer,
-            "tokenizer_hash": tokenizer.hash,
-            "train_sequences": len(train_codes),
-            "heldout_sequences": len(heldout),
-            "steps": run.steps,
-            "processes": world,
-            "resumed_from": resumed_from,
-            "final_loss": curves[-1]["loss"],
-            "heldout_masked_accuracy": masked_accuracy(model, heldout, run.seed, run.mask_ratio, device),
-            "heldout_baselines": masked_baselines(heldout, frequent, run.seed, run.mask_ratio),
-            "train_seconds": round(time.time() - started, 1),
-            "run_config": asdict(run),
-        }
-        with atomic_dir(output_dir) as tmp:
-            model.save_pretrained(tmp)
-            write_json(tmp / "metrics.json", result)
-            write_csv(tmp / "curves.csv", curves)
-        if state_dir is not None:
-            clear_state(state_dir)
-    barrier()
-    return broadcast_object(result)
+                raise VqdnaError(f"runs.{name}: stopped by SIGTERM after step {step}; checkpoint saved in {state.path}, rerun to continue")
 
 
 def _move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
@@ -498,16 +570,16 @@ def _move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device
                 state[key] = value.to(device)
 
 
-def _checkpoint(state_dir, step, run_fingerprint, model, optimizer, schedule, curves, keep, rank) -> None:
+def _checkpoint(state: StateFolder, training: TrainingState, process: Process) -> None:
     rng = all_gather_objects(_rng_state())  # every rank's dropout RNG, so a resume continues each stream
-    if rank == 0:
+    if process.rank == 0:
         trainer_state = {
-            "step": step,
-            "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(),
+            "step": training.step,
+            "optimizer": training.optimizer.state_dict(),
+            "schedule": training.schedule.state_dict(),
             "rng": rng,
-            "curves": curves,
+            "curves": training.curves,
         }
-        folder = save_checkpoint(state_dir, step, run_fingerprint, model, trainer_state, keep=keep)
-        log.info("step %d: checkpoint %s", step, folder)
+        folder = save_checkpoint(state.path, training.step, state.fingerprint, training.model, trainer_state, keep=state.keep)
+        log.info("step %d: checkpoint %s", training.step, folder)
     barrier()
