@@ -10,7 +10,7 @@ STAGE_VERSIONS = {
     "download_archive": 1,
     "unpack_archive": 1,
     "make_windows": 1,
-    "train_tokenizer": 2,
+    "train_tokenizer": 3,
     "evaluate_tokenizer": 1,
     "tokenize_genome": 1,
     "pretrain_mlm": 1,

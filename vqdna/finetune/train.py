@@ -4,6 +4,18 @@ Frozen tokenizer -> codes; pretrained encoder with LoRA adapters (peft) and an
 MLP head on mean-pooled states; AdamW with linear warm-up and decay; the dev
 split is scored after every epoch and the best epoch's adapters and head are
 kept; the test split is scored once, at the end, with that best state.
+
+Why our own loop, not HF ``Trainer`` or ``accelerate``: the loop in
+:func:`train_epochs` is some 20 lines, and PEFT's LoRA model trains the same
+under either. ``Trainer`` would bring its own conventions where ours differ:
+checkpoints written in place into ``output_dir`` (ours: the run folder appears
+whole or not at all, through ``atomic_dir``), its own log history and
+best-model reload (ours: metrics.json, the best epoch kept in memory), and
+collators for token-id dicts (our inputs are per-level code arrays, padded by
+``pad_codes``). ``accelerate`` would add nothing on one device: bf16 is one
+``torch.autocast``. And the three training loops (tokenizer, pretraining,
+fine-tuning) share one optimizer step, one loss log and one NaN guard
+(:mod:`vqdna.runtime`), which a Trainer for one of them would not.
 """
 
 from __future__ import annotations
@@ -28,7 +40,14 @@ from vqdna.artifacts import atomic_dir, parquet_writer, with_metadata, write_jso
 from vqdna.datasets.spec import DatasetSpec, read_split
 from vqdna.lm.modeling import VqdnaForSequenceClassification
 from vqdna.metrics import classification_metrics, regression_metrics
-from vqdna.runtime import check_tokenizer_hash, choose_device, pad_codes
+from vqdna.runtime import (
+    RunningLoss,
+    check_finite_loss,
+    check_tokenizer_hash,
+    choose_device,
+    optimizer_step,
+    pad_codes,
+)
 from vqdna.tokenizer.api import VQTokenizer, load_tokenizer
 from vqdna.tokenizer.baselines import BaselineTokenizer
 
@@ -217,6 +236,8 @@ def train_epochs(
 
     Returns the per-epoch history, the best epoch and its dev score.
     """
+    if not splits["train"].codes:
+        raise VqdnaError(f"dataset {spec.dataset}: the train split is empty")
     rng = np.random.default_rng(seed)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=options.weight_decay)
@@ -232,20 +253,22 @@ def train_epochs(
     history, best_score, best_epoch, best_state = [], -np.inf, 0, None
     for epoch in range(1, spec.epochs + 1):
         model.train()
-        losses = []
+        losses = RunningLoss()
         batches = _batches(splits["train"], spec.batch_size, rng, label_dtype, device)
         for input_ids, attention, labels in tqdm(batches, total=steps_per_epoch, desc=f"{spec.dataset} epoch {epoch}", mininterval=10):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
-            optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            optimizer.step()
-            schedule.step()
-            losses.append(loss.item())
+            optimizer_step(optimizer, schedule, trainable)
+            losses.add(loss)
+        train_loss = losses.mean()
+        check_finite_loss(
+            train_loss, epoch * steps_per_epoch, f"finetune of {spec.dataset} (seed {seed})",
+            remedy="lower the dataset's learning_rate or raise its warmup_steps (datasets sheet), then rerun",
+        )
         dev = splits["dev"]
         dev_metrics, _ = score(spec, predict_logits(model, dev.codes, options.eval_batch_size, device), dev.labels)
-        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), **{f"dev_{k}": v for k, v in dev_metrics.items()}})
+        history.append({"epoch": epoch, "train_loss": train_loss, **{f"dev_{k}": v for k, v in dev_metrics.items()}})
         log.info("epoch %d %s", epoch, history[-1])
         if best_state is None or dev_metrics[spec.metric] > best_score:
             best_score, best_epoch = dev_metrics[spec.metric], epoch

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import math
 import shutil
 import signal
 import tempfile
@@ -45,6 +44,7 @@ from vqdna.distributed import (
     all_reduce_sum,
     barrier,
     broadcast_object,
+    is_distributed,
     join_process_group,
     rank_device,
 )
@@ -58,7 +58,7 @@ from vqdna.lm.checkpoints import (
 from vqdna.lm.configuration import VqdnaConfig
 from vqdna.lm.corpus import LAYOUT, MappedCodes, WindowCodes, build_corpus, open_corpus
 from vqdna.lm.modeling import VqdnaForMaskedLM
-from vqdna.runtime import best_device
+from vqdna.runtime import best_device, check_finite_loss, optimizer_step
 from vqdna.tokenizer.api import VQTokenizer, load_tokenizer
 from vqdna.tokenizer.tokens import Codes
 
@@ -311,9 +311,14 @@ class StopRequested:
         self.requested = True
 
     def anywhere(self, device: torch.device) -> bool:
-        """True on every rank once any rank was asked to stop, so all ranks checkpoint the same step."""
+        """True on every rank once any rank was asked to stop, so all ranks checkpoint the same step.
+
+        Asking the other ranks reads a tensor back every step (a host sync); one process has no one to ask.
+        """
         if not self.enabled:
             return False
+        if not is_distributed():
+            return self.requested
         return bool(all_reduce_sum(torch.tensor([float(self.requested)], device=device)).item())
 
 
@@ -541,17 +546,15 @@ def _train(name: str, run: PretrainConfig, training: TrainingState, codes: Mappe
     started = time.time()
     with StopRequested(enabled=state is not None) as stop:
         for step in tqdm(range(training.step + 1, run.steps + 1), desc=f"pretrain {name}", mininterval=10, disable=process.rank > 0):
-            optimizer.zero_grad(set_to_none=True)
-            loss_sum, count = train_step(step_model, run, codes, step, process).split(1)
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            optimizer.step()
-            schedule.step()
+            loss_sum, count = train_step(step_model, run, codes, step, process).split(1)  # backward included
+            optimizer_step(optimizer, schedule, trainable)
             training.step = step
+            # The logged loss is the logged step's (a global batch is large enough), read once per
+            # interval: a resumed run then logs exactly what an uninterrupted one would.
             if step % run.log_every == 0 or step == run.steps:
                 total, masked = all_reduce_sum(torch.cat([loss_sum, count])).tolist()
                 loss = total / masked  # mean over the global batch's masked tokens
-                if not math.isfinite(loss):
-                    raise VqdnaError(f"runs.{name}: loss became {loss} at step {step}; lower learning_rate")
+                check_finite_loss(loss, step, f"runs.{name}")
                 training.curves.append({"step": step, "loss": loss, "learning_rate": schedule.get_last_lr()[0], "seconds": round(time.time() - started, 1)})
                 log.info("step %d loss %.4f", step, loss)
             stopping = stop.anywhere(device)

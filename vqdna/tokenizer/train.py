@@ -10,7 +10,6 @@ training and are only written down.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -33,6 +32,7 @@ from vqdna.distributed import (
     rank_device,
 )
 from vqdna.genome import bases_from_ids
+from vqdna.runtime import check_finite_loss, optimizer_step
 from vqdna.tokenizer import metrics
 from vqdna.tokenizer.api import MODEL_TYPES, VQTokenizer, onehot
 from vqdna.tokenizer.baselines import BASELINE_TYPES, BPETokenizer
@@ -134,15 +134,13 @@ def train_tokenizer(
         targets = torch.as_tensor(batch, device=tokenizer.device).long()
         with torch.autocast(tokenizer.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             out = step_model(onehot(targets), targets)
-        optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
-        optimizer.step()
-        schedule.step()
+        optimizer_step(optimizer, schedule, model.parameters())
         restarts_total += sum(c.last_restarts for c in model.codebooks)
-        if not math.isfinite(out.loss.item()):
-            raise VqdnaError(f"tokenizer {name}: loss became {out.loss.item()} at step {step}; lower learning_rate")
+        # The curves hold the logged step's batch: its loss is read there, once per interval.
         if step % train.log_every == 0 or step == train.steps:
             curves.append(_curve_row(step, out, batch, model_config.level_sizes, restarts_total, schedule, started))
+            check_finite_loss(curves[-1]["loss"], step, f"tokenizers.{name}")
             log.info("step %d %s", step, {k: round(v, 4) for k, v in curves[-1].items() if k != "step"})
 
     summary = {
