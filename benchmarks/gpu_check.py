@@ -492,8 +492,8 @@ def section_pretrain(section: Section) -> None:
     )
     from timing import synchronize, training_step
 
+    from vqdna.lm.corpus import Codes
     from vqdna.lm.pretrain import PretrainConfig, Process, train_step
-    from vqdna.tokenizer.tokens import Codes
 
     ctx = section.ctx
     device, cuda, smoke = ctx.device, ctx.device.startswith("cuda"), ctx.smoke

@@ -72,7 +72,7 @@ def read_codes(path: Path, split: str):
     """What every rank did before the mapped corpus: the split's codes padded into RAM, (windows, longest, levels)."""
     import pyarrow.parquet as pq
 
-    from vqdna.tokenizer.tokens import Codes
+    from vqdna.lm.corpus import Codes
 
     levels = [name for name in pq.read_schema(path).names if name.startswith("codes_l")]
     table = pq.read_table(path, columns=levels, filters=[("split", "==", split)])

@@ -12,10 +12,11 @@ import pysam
 import pytest
 import torch
 
+from vqdna.lm.corpus import Codes
 from vqdna.lm.pretrain import pretrain
 from vqdna.tokenizer.api import VQTokenizer
 from vqdna.tokenizer.hrq import HRQ, HRQConfig
-from vqdna.tokenizer.tokens import Codes, tokenize_windows
+from vqdna.tokenizer.tokens import tokenize_windows
 from vqdna.tokenizer.vq import VQVAE, VQConfig
 from vqdna.windows import WindowSettings, write_windows
 

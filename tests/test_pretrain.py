@@ -28,6 +28,7 @@ from safetensors.torch import load_file
 
 import vqdna.lm.checkpoints as checkpoints
 import vqdna.lm.pretrain as pretrain_module
+from vqdna.lm.corpus import Codes
 from vqdna.lm.pretrain import (
     _mapped_corpus,
     masked_baselines,
@@ -37,7 +38,7 @@ from vqdna.lm.pretrain import (
     pretrain,
 )
 from vqdna.tokenizer.api import tokenizer_hash
-from vqdna.tokenizer.tokens import Codes, tokenize_windows
+from vqdna.tokenizer.tokens import tokenize_windows
 from vqdna.windows import WindowSettings, write_windows
 
 NO_DROPOUT = {**TINY_ENCODER, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from vqdna import VqdnaError
 from vqdna.artifacts import atomic_dir
-from vqdna.tokenizer.tokens import Codes, check_token_file
+from vqdna.tokenizer.tokens import check_token_file
 
 TOKENS = "tokens.bin"
 STARTS = "starts.npy"
@@ -39,7 +39,7 @@ LAYOUT = "layout.json"
 class WindowCodes(Protocol):
     """The codes of a set of windows as pretraining reads them, batch by batch.
 
-    :class:`MappedCodes` (the corpus on disk) and :class:`vqdna.tokenizer.tokens.Codes`
+    :class:`MappedCodes` (the corpus on disk) and :class:`Codes`
     (windows in memory: the held-out sample, benchmarks) both are.
     """
 
@@ -49,6 +49,36 @@ class WindowCodes(Protocol):
 
     def padded(self, rows: np.ndarray) -> np.ndarray:
         """(len(rows), longest of them, levels) codes, 0 after each window's end."""
+
+
+@dataclass
+class Codes:
+    """Token codes of windows, padded: ``values`` (windows, longest, levels), ``lengths`` (windows,)."""
+
+    values: np.ndarray
+    lengths: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def padded(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), longest of them, levels) codes, 0 after each window's end."""
+        return self.values[rows, : int(self.lengths[rows].max()) if len(rows) else 0]
+
+    def chunked(self, length: int) -> "Codes":
+        """Cut every window into consecutive pieces of at most ``length`` tokens, so nothing is left unread."""
+        if self.values.shape[1] <= length:
+            return self
+        pieces, lengths = [], []
+        for start in range(0, self.values.shape[1], length):
+            piece_lengths = np.clip(self.lengths - start, 0, length)
+            keep = piece_lengths > 0
+            piece = np.zeros((int(keep.sum()), length, self.values.shape[2]), dtype=self.values.dtype)
+            chunk = self.values[keep, start : start + length]
+            piece[:, : chunk.shape[1]] = chunk
+            pieces.append(piece)
+            lengths.append(piece_lengths[keep])
+        return Codes(np.concatenate(pieces), np.concatenate(lengths))
 
 
 @dataclass

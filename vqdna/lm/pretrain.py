@@ -56,11 +56,17 @@ from vqdna.lm.checkpoints import (
     save_checkpoint,
 )
 from vqdna.lm.configuration import VqdnaConfig
-from vqdna.lm.corpus import LAYOUT, MappedCodes, WindowCodes, build_corpus, open_corpus
+from vqdna.lm.corpus import (
+    LAYOUT,
+    Codes,
+    MappedCodes,
+    WindowCodes,
+    build_corpus,
+    open_corpus,
+)
 from vqdna.lm.modeling import VqdnaForMaskedLM
 from vqdna.runtime import best_device, check_finite_loss, optimizer_step
 from vqdna.tokenizer.api import VQTokenizer, load_tokenizer
-from vqdna.tokenizer.tokens import Codes
 
 log = logging.getLogger(__name__)
 

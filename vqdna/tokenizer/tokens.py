@@ -7,7 +7,6 @@ the hash they expect and refuse a file made with another tokenizer.
 from __future__ import annotations
 
 import ctypes
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -109,36 +108,6 @@ def tokenize_windows(
             progress.update(batch.num_rows)
             _release_free_memory()
     return rows
-
-
-@dataclass
-class Codes:
-    """Token codes of windows, padded: ``values`` (windows, longest, levels), ``lengths`` (windows,)."""
-
-    values: np.ndarray
-    lengths: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def padded(self, rows: np.ndarray) -> np.ndarray:
-        """(len(rows), longest of them, levels) codes, 0 after each window's end."""
-        return self.values[rows, : int(self.lengths[rows].max()) if len(rows) else 0]
-
-    def chunked(self, length: int) -> "Codes":
-        """Cut every window into consecutive pieces of at most ``length`` tokens, so nothing is left unread."""
-        if self.values.shape[1] <= length:
-            return self
-        pieces, lengths = [], []
-        for start in range(0, self.values.shape[1], length):
-            piece_lengths = np.clip(self.lengths - start, 0, length)
-            keep = piece_lengths > 0
-            piece = np.zeros((int(keep.sum()), length, self.values.shape[2]), dtype=self.values.dtype)
-            chunk = self.values[keep, start : start + length]
-            piece[:, : chunk.shape[1]] = chunk
-            pieces.append(piece)
-            lengths.append(piece_lengths[keep])
-        return Codes(np.concatenate(pieces), np.concatenate(lengths))
 
 
 def check_token_file(path: str | Path, tokenizer_hash: str) -> None:
