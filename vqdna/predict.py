@@ -44,8 +44,7 @@ from vqdna.runtime import (
     encode_sequences,
     pad_codes,
 )
-from vqdna.tokenizer.api import VQTokenizer, load_tokenizer
-from vqdna.tokenizer.baselines import BaselineTokenizer
+from vqdna.tokenizer.api import Tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +53,6 @@ CSV_SUFFIXES = (".csv",)
 ADAPTER = "adapter"
 # The classifier's last Linear (VqdnaForSequenceClassification.classifier[3]), as peft saves it: its rows are the labels.
 HEAD_OUTPUT_WEIGHT = "base_model.model.classifier.3.weight"
-
-Tokenizer = VQTokenizer | BaselineTokenizer
 
 
 # -- input ---------------------------------------------------------------------------------------------

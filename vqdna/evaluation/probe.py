@@ -44,9 +44,9 @@ from vqdna.evaluation.kmer_baseline import (
     task_metrics,
     write_outputs,
 )
-from vqdna.predict import Tokenizer, load_encoder, matching_tokenizer, mean_pooled
+from vqdna.predict import load_encoder, matching_tokenizer, mean_pooled
 from vqdna.runtime import choose_device, encode_sequences
-from vqdna.tokenizer.api import VQTokenizer, load_tokenizer
+from vqdna.tokenizer.api import Tokenizer, VQTokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
 

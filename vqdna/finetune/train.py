@@ -48,12 +48,9 @@ from vqdna.runtime import (
     optimizer_step,
     pad_codes,
 )
-from vqdna.tokenizer.api import VQTokenizer, load_tokenizer
-from vqdna.tokenizer.baselines import BaselineTokenizer
+from vqdna.tokenizer.api import Tokenizer, VQTokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
-
-Tokenizer = VQTokenizer | BaselineTokenizer
 
 
 @dataclass

@@ -40,7 +40,7 @@ def onehot(ids: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.one_hot(ids.long(), NUM_BASES).float()
 
 
-def load_tokenizer(directory: str | Path, device: torch.device | str | None = None) -> "VQTokenizer | BaselineTokenizer":
+def load_tokenizer(directory: str | Path, device: torch.device | str | None = None) -> Tokenizer:
     """Any saved tokenizer, learned or baseline, by the type in its config.json."""
     directory = Path(directory)
     digest = tokenizer_hash(directory)
@@ -161,3 +161,7 @@ class VQTokenizer:
             logits = self.model.decode([torch.as_tensor(c[n], device=self.device)[None].long() for n in range(len(c))])
             out.append(bases_from_ids(logits[0].argmax(-1).cpu().numpy()))
         return out
+
+
+# Any tokenizer: what every consumer of codes accepts.
+Tokenizer = VQTokenizer | BaselineTokenizer
