@@ -19,11 +19,11 @@ from vqdna.archive import (
     UNPACKED_MARKER,
     drive_file_id,
     fetch_archive,
-    parse_archive_source,
     resolve_archive_source,
     sidecar_path,
     unpack_archive,
 )
+from vqdna.sources import parse_archive_source
 
 DRIVE_ID = "1uOrVw9y9ZkrhbEGF0oTa6mJxdKCJZtCq"
 DRIVE_LINKS = [

@@ -52,12 +52,11 @@ from vqdna.download import (
     sha256_of,
     source_file_name,
 )
+from vqdna.sources import parse_archive_source
 
 ZIP_MAGIC = b"PK\x03\x04"
 UNPACKED_MARKER = "UNPACKED.json"
 _ENCRYPTED = 0x1  # general-purpose flag bit 0 of a zip member: zipfile cannot read it without the password
-ARCHIVE_PREFIX = "archive:"
-
 # Where Drive file requests go; tests point this at a local server.
 DRIVE_BASE = "https://drive.google.com"
 DRIVE_HOSTS = ("drive.google.com", "docs.google.com", "drive.usercontent.google.com")
@@ -333,23 +332,6 @@ def unpack_archive(archive: str | Path, output_dir: str | Path) -> dict:
         except OSError as err:
             raise VqdnaError(f"archive {archive}: unpacking into {output_dir} failed ({err}); nothing was unpacked") from None
     return record
-
-
-def is_archive_source(source: str) -> bool:
-    return source.startswith(ARCHIVE_PREFIX)
-
-
-def parse_archive_source(source: str) -> tuple[str, str]:
-    """``archive:NAME/path/inside`` -> (``NAME``, ``path/inside``); the inside path may be empty."""
-    if not is_archive_source(source):
-        raise VqdnaError(f"source {source!r} is not of the form '{ARCHIVE_PREFIX}NAME/path/inside'")
-    rest = source[len(ARCHIVE_PREFIX):].rstrip("/")
-    parts = PurePosixPath(rest).parts
-    if not rest or rest.startswith("/") or "\\" in rest or not parts or ".." in parts or parts[0] == ".":
-        raise VqdnaError(
-            f"source {source!r}: expected '{ARCHIVE_PREFIX}NAME/path/inside' with a relative path and no '..'"
-        )
-    return parts[0], "/".join(parts[1:])
 
 
 def resolve_archive_source(source: str, archives_dir: str | Path) -> Path:

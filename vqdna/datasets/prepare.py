@@ -27,12 +27,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vqdna import VqdnaError
-from vqdna.archive import is_archive_source, resolve_archive_source
+from vqdna.archive import resolve_archive_source
 from vqdna.artifacts import SPLITS, dataset_schema, parquet_writer, with_metadata
 from vqdna.datasets.spec import TASKS, DatasetSpec
 from vqdna.datasets.species import read_assembly_report, species_dataset
 from vqdna.download import download_file, is_remote
 from vqdna.genome import base_ids, normalise_sequence
+from vqdna.sources import is_archive_source
 
 ARCHIVES_DIR = Path("resources/archives")
 

@@ -6,7 +6,7 @@ rule download_archive:
     log:
         "logs/download_archive/{archive}.log",
     wildcard_constraints:
-        archive=_alternatives(ARCHIVES),
+        archive=_alternatives(PLAN.archives),
     localrule: True
     conda:
         ENV
@@ -31,7 +31,7 @@ rule unpack_archive:
     log:
         "logs/unpack_archive/{archive}.log",
     wildcard_constraints:
-        archive=_alternatives(ARCHIVES),
+        archive=_alternatives(PLAN.archives),
     # Unpacked on the submitting host too: one short job, where the archive already is.
     localrule: True
     conda:

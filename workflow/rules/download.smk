@@ -31,7 +31,7 @@ rule download_assembly_report:
     log:
         "logs/download_assembly_report/{genome}.log",
     wildcard_constraints:
-        genome=_alternatives(genomes_with_reports()),
+        genome=_alternatives(PLAN.genomes_with_reports),
     localrule: True
     conda:
         ENV

@@ -8,7 +8,7 @@ rule pretrain_mlm:
     log:
         "logs/pretrain_mlm/{run}.log",
     wildcard_constraints:
-        run=_alternatives(pretrained_runs()),
+        run=_alternatives(PLAN.pretrained_runs),
     conda:
         ENV
     threads: 8

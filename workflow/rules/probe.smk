@@ -7,8 +7,8 @@ rule linear_probe:
     log:
         "logs/linear_probe/{tokenizer}/{dataset}.log",
     wildcard_constraints:
-        tokenizer=_alternatives(TOKENIZERS),
-        dataset=_alternatives(DATASETS),
+        tokenizer=_alternatives(PLAN.tokenizers),
+        dataset=_alternatives(PLAN.datasets),
     conda:
         ENV
     threads: 2

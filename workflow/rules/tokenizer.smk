@@ -9,7 +9,7 @@ rule train_tokenizer:
     log:
         "logs/train_tokenizer/{tokenizer}.log",
     wildcard_constraints:
-        tokenizer=_alternatives(trained_tokenizers()),
+        tokenizer=_alternatives(PLAN.trained_tokenizers),
     conda:
         ENV
     threads: 8
@@ -35,7 +35,7 @@ rule evaluate_tokenizer:
     log:
         "logs/evaluate_tokenizer/{tokenizer}.log",
     wildcard_constraints:
-        tokenizer=_alternatives(trained_tokenizers()),
+        tokenizer=_alternatives(PLAN.trained_tokenizers),
     conda:
         ENV
     threads: 4

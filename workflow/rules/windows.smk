@@ -14,7 +14,7 @@ rule make_windows:
         mem_mb=2000,
         runtime=120,
     params:
-        options=get_window_options(),
+        options=PLAN.window_flags,
         version=STAGE_VERSIONS["make_windows"],
     shell:
         "python -m vqdna windows --genome {wildcards.genome} --fasta {input.fasta}"

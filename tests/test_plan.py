@@ -1,0 +1,330 @@
+"""The workflow's plan (vqdna.plan): config and sheets in, jobs out, without Snakemake."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vqdna import VqdnaError
+from vqdna.plan import (
+    AblationPoint,
+    FinetuneJob,
+    Plan,
+    ProbeJob,
+    build_plan,
+    canonical_json,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMAS = REPO / "workflow" / "schemas"
+
+GENOME_COLUMNS = ["genome", "source", "sha256", "assembly_report", "description"]
+DATASET_COLUMNS = [
+    "dataset", "group", "task", "num_labels", "metric", "source", "genomes", "kind", "max_train_samples",
+    "max_length", "learning_rate", "max_n_fraction", "train_from", "description",
+]
+GENOMES = [
+    {"genome": "phage", "source": "https://example.org/phage.fa"},
+    {"genome": "virus", "source": "genomes/virus.fa.gz", "description": "a local file"},
+    {"genome": "mouse", "source": "https://example.org/mouse.fa", "assembly_report": "https://example.org/mouse.txt"},
+]
+
+
+def _tiles(name: str = "tiles", **cells) -> dict:
+    """A genome-classification row: tiles of phage and virus."""
+    return {"dataset": name, "group": "SPECIES", "task": "classification", "num_labels": 2, "metric": "mcc",
+            "genomes": "phage,virus", "max_length": 64, "learning_rate": 3e-5, **cells}
+
+
+def _sheet(path: Path, columns: list[str], rows: list[dict], preamble: str = "") -> str:
+    lines = ["\t".join(columns)] + ["\t".join(str(row.get(c, "")) for c in columns) for row in rows]
+    path.write_text(preamble + "\n".join(lines) + "\n")
+    return str(path)
+
+
+def _config(tmp_path: Path, datasets: list[dict] | None = None, **keys) -> dict:
+    return {
+        "genomes": _sheet(tmp_path / "genomes.tsv", GENOME_COLUMNS, GENOMES),
+        "datasets": _sheet(tmp_path / "datasets.tsv", DATASET_COLUMNS, datasets or [_tiles()]),
+        "tokenizers": {"vq": {"type": "vq", "train_genomes": ["phage"], "codebook_size": 512, "heldout_windows": 64}},
+        "runs": {"bert": {"tokenizer": "vq", "pretrain_genomes": ["phage", "virus"], "mask_ratio": 0.15}},
+        "finetune": {"runs": ["bert"]},
+        **keys,
+    }
+
+
+def _plan(config: dict) -> Plan:
+    return build_plan(config, SCHEMAS)
+
+
+def _error(config: dict) -> str:
+    with pytest.raises(VqdnaError) as raised:
+        _plan(config)
+    message = str(raised.value)
+    assert "\n" not in message
+    return message
+
+
+def test_the_schema_defaults_are_filled_in_and_the_config_is_left_as_it_was(tmp_path):
+    config = _config(tmp_path, datasets=[_tiles("covid"), _tiles("tiles")])
+    before = json.dumps(config, sort_keys=True)
+    plan = _plan(config)
+    assert json.dumps(config, sort_keys=True) == before
+    assert plan.mirror == "" and dict(plan.archives) == {} and dict(plan.windows) == {}
+    assert plan.finetune_seeds == (0,) and dict(plan.finetune_settings) == {}
+    assert [job.dataset for job in plan.kmer_jobs] == ["covid", "tiles"]  # kmer_baseline.enabled: true
+    assert plan.probe_jobs == (ProbeJob("vq", "covid"),)  # probe.datasets: [covid]
+    assert plan.window_flags == ""
+
+
+def test_a_sweep_value_equal_to_the_base_is_the_base_and_float_values_are_named_with_g(tmp_path):
+    ablations = {
+        "code_size": {"key": "codebook_size", "tokenizers": ["vq"], "values": [256, 512]},
+        "mask_ratio": {"key": "mask_ratio", "runs": ["bert"], "values": [0.15, 0.3, 1e-5]},
+    }
+    plan = _plan(_config(tmp_path, ablations=ablations))
+    assert list(plan.tokenizers) == ["vq", "vq_code_size256"]
+    assert list(plan.runs) == ["bert", "bert_mask_ratio0.3", "bert_mask_ratio1e-05"]
+    variant = plan.tokenizers["vq_code_size256"]
+    assert variant.variant_of == "vq" and variant.settings["codebook_size"] == 256
+    assert variant.ablation == (AblationPoint("code_size", 256),)
+    assert plan.tokenizers["vq"].variant_of is None and plan.tokenizers["vq"].ablation == (AblationPoint("code_size", 512),)
+    assert plan.runs["bert"].ablation == (AblationPoint("mask_ratio", 0.15),)
+    assert plan.runs["bert_mask_ratio0.3"].settings["mask_ratio"] == 0.3
+    assert plan.runs["bert_mask_ratio0.3"].variant_of == "bert"
+
+
+def test_finetune_jobs_are_the_finetune_runs_on_every_dataset_then_sweep_runs_on_their_datasets(tmp_path):
+    datasets = [_tiles("b"), _tiles("a"), _tiles("gone", genomes="", source=str(tmp_path / "nowhere"))]
+    ablations = {
+        "mask_ratio": {"key": "mask_ratio", "runs": ["bert"], "values": [0.15, 0.3], "datasets": ["b", "gone", "unknown"]},
+        "steps": {"key": "steps", "runs": ["bert"], "values": [10]},  # no datasets: every dataset
+    }
+    plan = _plan(_config(tmp_path, datasets=datasets, ablations=ablations, finetune={"runs": ["bert"], "seeds": [0, 1]}))
+    assert plan.finetune_jobs == (
+        FinetuneJob("bert", "a"), FinetuneJob("bert", "b"),  # bert itself is fine-tuned once, on every dataset
+        FinetuneJob("bert_mask_ratio0.3", "b"),  # a skipped or unknown dataset is left out
+        FinetuneJob("bert_steps10", "a"), FinetuneJob("bert_steps10", "b"),
+    )
+    assert plan.table_inputs["finetune"][:2] == [
+        "results/finetune/bert/a/seed0/metrics.json", "results/finetune/bert/a/seed1/metrics.json",
+    ]
+
+
+def test_only_tokenizers_that_runs_pretrain_on_tokenize_genomes_else_every_one_but_sweep_variants(tmp_path):
+    tokenizers = {
+        "vq": {"type": "vq", "train_genomes": ["phage"], "codebook_size": 512},
+        "kmer6": {"type": "kmer", "train_genomes": ["phage"], "k": 6},
+    }
+    ablations = {"code_size": {"key": "codebook_size", "tokenizers": ["vq"], "values": [256]}}
+    plan = _plan(_config(tmp_path, tokenizers=tokenizers, ablations=ablations))
+    assert plan.tokenized_tokenizers == ["vq"]
+    assert plan.trained_tokenizers == ["kmer6", "vq", "vq_code_size256"]
+    unused = _plan(_config(tmp_path, tokenizers=tokenizers, ablations=ablations, runs={}, finetune={}))
+    assert unused.tokenized_tokenizers == ["kmer6", "vq"]
+    assert unused.final_outputs[:3] == ["results/tokens/kmer6/mouse.parquet", "results/tokens/kmer6/phage.parquet", "results/tokens/kmer6/virus.parquet"]
+    assert unused.final_outputs[-2:] == ["results/tables/summary.csv", "results/tables/summary.md"]
+
+
+def test_the_tables_plan_names_each_fine_tuned_run_and_every_tokenizer_with_type_and_sweep_values(tmp_path):
+    ablations = {
+        "code_size": {"key": "codebook_size", "tokenizers": ["vq"], "values": [256]},
+        "mask_ratio": {"key": "mask_ratio", "runs": ["bert"], "values": [0.3]},
+    }
+    plan = _plan(_config(tmp_path, ablations=ablations, runs={
+        "bert": {"tokenizer": "vq", "pretrain_genomes": ["phage"], "mask_ratio": 0.15},
+        "unused": {"tokenizer": "vq", "pretrain_genomes": ["phage"]},
+    }))
+    assert plan.tables_plan == {
+        "runs": {
+            "bert": {"tokenizer": "vq", "type": "vq", "variant_of": None, "ablation": []},
+            "bert_mask_ratio0.3": {"tokenizer": "vq", "type": "vq", "variant_of": "bert", "ablation": [{"axis": "mask_ratio", "value": 0.3}]},
+        },
+        "tokenizers": {
+            "vq": {"type": "vq", "variant_of": None, "ablation": []},
+            "vq_code_size256": {"type": "vq", "variant_of": "vq", "ablation": [{"axis": "code_size", "value": 256}]},
+        },
+    }
+    assert canonical_json(plan.tables_plan).startswith('{"runs":{"bert":{"ablation":[],"tokenizer":"vq"')
+
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        pytest.param(lambda c: c["tokenizers"]["vq"].update(train_genomes=["nope"]),
+                     r"^tokenizers\.vq\.train_genomes: genome\(s\) nope are not in .*genomes\.tsv$", id="tokenizer-genome"),
+        pytest.param(lambda c: c["runs"]["bert"].update(pretrain_genomes=["phage", "nope"]),
+                     r"^runs\.bert\.pretrain_genomes: genome\(s\) nope are not in", id="run-genome"),
+        pytest.param(lambda c: c["runs"]["bert"].update(tokenizer="nope"), r"^runs\.bert\.tokenizer: no tokenizer named 'nope'$", id="run-tokenizer"),
+        pytest.param(lambda c: c["finetune"].update(runs=["nope"]), r"^finetune\.runs: no run named 'nope'$", id="finetune-run"),
+        pytest.param(lambda c: c.update(ablations={"size": {"key": "k", "tokenizers": ["nope"], "values": [1]}}),
+                     r"^ablations\.size\.tokenizers: no tokenizer named 'nope'$", id="sweep-tokenizer"),
+        pytest.param(lambda c: c.update(ablations={"mask": {"key": "mask_ratio", "runs": ["nope"], "values": [0.2]}}),
+                     r"^ablations\.mask\.runs: no run named 'nope'$", id="sweep-run"),
+        pytest.param(lambda c: c["runs"]["bert"].update(pretrained="/nowhere") or c["runs"]["bert"].pop("pretrain_genomes"),
+                     r"^runs\.bert\.pretrained: /nowhere has no model\.safetensors$", id="pretrained-folder"),
+        pytest.param(lambda c: c["tokenizers"]["vq"].update(type="foo"), r"^config: tokenizers\.vq\.type: 'foo' is not one of \[", id="schema-enum"),
+        pytest.param(lambda c: c["finetune"].update(seeds=[-1]), r"^config: finetune\.seeds\.0: -1 is less than the minimum of 0$", id="schema-minimum"),
+        pytest.param(lambda c: c.pop("tokenizers"), r"^config: 'tokenizers' is a required property$", id="schema-required"),
+        pytest.param(lambda c: c["tokenizers"]["vq"].pop("train_genomes"),
+                     r"^config: tokenizers\.vq: fits none of the allowed forms \('train_genomes' is a required property; 'path' is a required property\)$",
+                     id="schema-one-of"),
+    ],
+)
+def test_unknown_names_and_schema_violations_are_one_line_errors_naming_the_key(tmp_path, edit, expected):
+    config = _config(tmp_path)
+    edit(config)
+    assert re.search(expected, _error(config))
+
+
+def test_a_dataset_names_known_genomes_and_a_metric_that_fits_its_task(tmp_path):
+    message = _error(_config(tmp_path, datasets=[_tiles(genomes="phage,nope")]))
+    assert re.search(r"datasets\.tsv dataset tiles: genome\(s\) nope are not in .*genomes\.tsv$", message)
+    message = _error(_config(tmp_path, datasets=[_tiles(metric="spearman")]))
+    assert message.endswith("dataset tiles: metric spearman does not fit task classification (use one of accuracy, f1, mcc)")
+    message = _error(_config(tmp_path, datasets=[_tiles(source="https://example.org/gue/")]))
+    assert message.endswith("dataset tiles: give either a source or genomes")
+
+
+def test_archive_sources_name_a_configured_archive_and_a_relative_folder(tmp_path):
+    archives = {"gue": {"source": "https://example.org/GUE.zip"}}
+    plan = _plan(_config(tmp_path, datasets=[_tiles(genomes="", source="archive:gue/GUE/EMP/H3")], archives=archives))
+    assert plan.datasets["tiles"].archive == "gue"
+    assert plan.dataset_inputs("tiles") == ["resources/archives/gue"]
+    assert plan.archives["gue"].sha256 == ""
+    message = _error(_config(tmp_path, datasets=[_tiles(genomes="", source="archive:gue/GUE/EMP/H3")]))
+    assert message.endswith("dataset tiles: source archive:gue/GUE/EMP/H3 names archive 'gue', which is not under archives: in the config")
+    message = _error(_config(tmp_path, datasets=[_tiles(genomes="", source="archive:gue/../x")], archives=archives))
+    assert "dataset tiles: source 'archive:gue/../x'" in message and "no '..'" in message
+
+
+def test_a_missing_local_source_folder_is_skipped_with_its_reason_and_an_existing_one_is_read(tmp_path):
+    folder = tmp_path / "gue" / "H3"
+    folder.mkdir(parents=True)
+    datasets = [
+        _tiles("eep", genomes="", source="resources/eep/k562"),
+        _tiles("h3", genomes="", source=f"{folder}/", train_from="dev"),
+    ]
+    plan = _plan(_config(tmp_path, datasets=datasets))
+    assert list(plan.datasets) == ["h3"]
+    (skipped,) = plan.skipped_datasets
+    assert skipped.name == "eep"
+    assert skipped.reason.startswith("its source folder resources/eep/k562 does not exist")
+    assert plan.dataset_inputs("h3") == [f"{folder}/dev.csv", f"{folder}/test.csv"]  # trained on dev: no train.csv
+    assert plan.dataset_genome_args("h3") == ""
+
+
+def test_duplicate_ids_name_the_line_of_the_file(tmp_path):
+    config = _config(tmp_path)
+    _sheet(tmp_path / "datasets.tsv", DATASET_COLUMNS, [_tiles("a"), _tiles("b"), _tiles("a")], preamble="# a comment\n\n")
+    assert re.search(r"datasets\.tsv line 6: duplicate dataset 'a'$", _error(config))
+    config = _config(tmp_path)
+    _sheet(tmp_path / "genomes.tsv", GENOME_COLUMNS, [*GENOMES, GENOMES[0]])
+    assert re.search(r"genomes\.tsv line 5: duplicate genome 'phage'$", _error(config))
+
+
+def test_cells_are_typed_by_their_column_in_the_schema(tmp_path):
+    plan = _plan(_config(tmp_path, datasets=[_tiles(max_train_samples="", max_n_fraction="0.25")]))
+    cells = plan.datasets["tiles"].cells
+    assert cells["num_labels"] == 2 and cells["max_length"] == 64 and isinstance(cells["max_length"], int)
+    assert cells["learning_rate"] == 3e-5 and cells["max_n_fraction"] == 0.25
+    assert cells["max_train_samples"] is None and cells["kind"] == "" and cells["description"] == ""
+    assert plan.datasets["tiles"].build_spec == {
+        "dataset": "tiles", "genomes": "phage,virus", "max_length": 64, "max_n_fraction": 0.25, "num_labels": 2, "task": "classification",
+    }
+    assert "learning_rate" in plan.datasets["tiles"].finetune_spec and "description" not in plan.datasets["tiles"].finetune_spec
+
+
+@pytest.mark.parametrize(
+    "cells, expected",
+    [
+        pytest.param({"max_length": "long"}, r"line 2: max_length: 'long' is not an integer$", id="integer"),
+        pytest.param({"learning_rate": "fast"}, r"line 2: learning_rate: 'fast' is not a number$", id="number"),
+        pytest.param({"num_labels": ""}, r"line 2: num_labels: None is not of type 'integer'$", id="required-integer-empty"),
+        pytest.param({"group": "XYZ"}, r"line 2: group: 'XYZ' is not one of \[", id="enum"),
+    ],
+)
+def test_a_bad_cell_names_the_line_and_column(tmp_path, cells, expected):
+    assert re.search(expected, _error(_config(tmp_path, datasets=[_tiles(**cells)])))
+
+
+def test_a_missing_or_empty_sheet_is_an_error(tmp_path):
+    assert _error({**_config(tmp_path), "datasets": "nope.tsv"}) == "sheet nope.tsv not found (named in the config)"
+    (tmp_path / "empty.tsv").write_text("# nothing\n" + "\t".join(DATASET_COLUMNS) + "\n")
+    assert _error({**_config(tmp_path), "datasets": str(tmp_path / "empty.tsv")}).endswith("empty.tsv has no rows")
+
+
+def test_folders_given_by_path_and_pretrained_are_used_as_they_are(tmp_path):
+    tokenizer, encoder = tmp_path / "tokenizer", tmp_path / "encoder"
+    tokenizer.mkdir()
+    (tokenizer / "config.json").write_text(json.dumps({"type": "hrq"}))
+    (tokenizer / "model.safetensors").write_text("")
+    encoder.mkdir()
+    (encoder / "model.safetensors").write_text("")
+    config = _config(
+        tmp_path,
+        tokenizers={"theirs": {"path": str(tokenizer)}},
+        runs={"theirs": {"tokenizer": "theirs", "pretrained": str(encoder), "gpus": 2}},
+        finetune={"runs": ["theirs"]},
+    )
+    plan = _plan(config)
+    assert plan.tokenizers["theirs"].type == "hrq"
+    assert plan.trained_tokenizers == [] and plan.pretrained_runs == []
+    assert plan.finetune_inputs("theirs", "tiles") == {
+        "tokenizer_config": str(tokenizer / "config.json"),
+        "tokenizer_model": [str(tokenizer / "model.safetensors")],
+        "pretrained": str(encoder / "model.safetensors"),
+        "dataset": ["results/datasets/tiles/train.parquet", "results/datasets/tiles/dev.parquet", "results/datasets/tiles/test.parquet"],
+    }
+    assert plan.runs["theirs"].gpus == 2 and plan.runs["theirs"].nodes == 1
+    assert plan.runs["theirs"].model_settings == {"tokenizer": "theirs", "pretrained": str(encoder)}
+    (tokenizer / "config.json").unlink()
+    assert re.search(r"^tokenizers\.theirs\.path: .*tokenizer has no config\.json$", _error(config))
+
+
+def test_stage_inputs_and_settings(tmp_path):
+    species = _tiles("species", kind="species", genomes="mouse,phage")
+    plan = _plan(_config(tmp_path, datasets=[_tiles(), species], windows={"length": 512, "reverse_complement": True}))
+    assert plan.dataset_inputs("tiles") == ["results/windows/phage.parquet", "results/windows/virus.parquet"]
+    assert plan.dataset_genome_args("tiles") == "--windows phage=results/windows/phage.parquet virus=results/windows/virus.parquet"
+    assert plan.dataset_inputs("species") == [
+        "resources/genomes/mouse.fa.gz", "resources/genomes/mouse.fa.gz.fai", "resources/genomes/mouse.fa.gz.gzi",
+        "resources/genomes/phage.fa.gz", "resources/genomes/phage.fa.gz.fai", "resources/genomes/phage.fa.gz.gzi",
+        "resources/genomes/mouse.assembly_report.txt",
+    ]
+    assert plan.dataset_genome_args("species") == (
+        "--fastas mouse=resources/genomes/mouse.fa.gz phage=resources/genomes/phage.fa.gz"
+        " --assembly-reports mouse=resources/genomes/mouse.assembly_report.txt"
+    )
+    assert plan.genomes_with_reports == ["mouse"]
+    assert plan.genomes["virus"].source_is_local and not plan.genomes["phage"].source_is_local
+    assert plan.window_flags == "--length 512 --reverse-complement"
+    vq = plan.tokenizers["vq"]
+    assert vq.windows == ["results/windows/phage.parquet"]
+    assert vq.training_settings == {"type": "vq", "train_genomes": ("phage",), "codebook_size": 512}
+    assert vq.evaluation_settings == {"heldout_windows": 64}
+    assert plan.pretrain_inputs("bert") == {
+        "tokenizer_config": "results/tokenizers/vq/config.json",
+        "tokens": ["results/tokens/vq/phage.parquet", "results/tokens/vq/virus.parquet"],
+    }
+
+
+def test_the_plan_is_read_only(tmp_path):
+    plan = _plan(_config(tmp_path))
+    with pytest.raises(AttributeError):
+        plan.mirror = "elsewhere"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        plan.runs["bert"].settings["mask_ratio"] = 0.5  # type: ignore[index]
+    with pytest.raises(TypeError):
+        plan.datasets["tiles"].cells["max_length"] = 1  # type: ignore[index]
+
+
+def test_the_module_imports_without_snakemake_torch_pysam_or_pyarrow():
+    code = "import sys, vqdna.plan; print(sorted({'snakemake', 'torch', 'pysam', 'pyarrow'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,714 @@
+"""The workflow's plan: the config and its two sheets compiled into what Snakemake runs.
+
+In: the config as Snakemake loaded it (a dict; left unchanged) and the folder of
+the JSON Schemas (``workflow/schemas``). A copy of the config is validated
+against ``config.schema.yaml`` with the schema's defaults filled in, as
+Snakemake's ``validate`` does; the genome and datasets sheets it names (TSV
+files) are read, each cell typed by its column's type in the sheet's schema,
+and validated row by row.
+
+Out: a frozen :class:`Plan`: genomes, archives, datasets (and the datasets
+skipped, with why), tokenizers and runs with their sweep variants (Table 7:
+``variant_of`` and the ablation points), the fine-tuning, probe and k-mer
+jobs, what ``vqdna tables`` needs to know of the config, the inputs of each
+stage and the files a plain ``snakemake`` builds. A mistake in the config or
+a sheet is a one-line :class:`~vqdna.VqdnaError` naming the config key or the
+sheet line.
+
+Nothing here imports Snakemake: ``workflow/rules/common.smk`` reads the plan
+through thin input functions, and tests build plans directly.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import shlex
+import urllib.parse
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import jsonschema
+import yaml
+
+from vqdna import VqdnaError
+from vqdna.sources import is_local, parse_archive_source
+
+SPLITS = ("train", "dev", "test")
+TABLE_FILES = tuple(f"table{n}" for n in range(1, 8)) + ("summary",)
+
+# Keys of a `tokenizers:` entry that only change how it is measured
+# (vqdna.tokenizer.evaluate.TokenizerEvalConfig): they go to evaluate_tokenizer,
+# never to train_tokenizer, so changing them does not retrain anything.
+_TOKENIZER_EVALUATION_KEYS = frozenset({"heldout_windows", "probe_windows"})
+# How many GPUs and nodes a run uses: resources, results do not depend on them.
+_LAUNCH_KEYS = frozenset({"gpus", "nodes"})
+# Columns of the datasets sheet that change the prepared dataset (the rest are
+# fine-tuning settings, read by the finetune rule).
+_DATASET_BUILD_KEYS = frozenset(
+    {
+        "dataset", "task", "num_labels", "source", "sha256", "genomes", "kind", "train_from", "max_length",
+        "samples_per_genome", "max_train_samples", "max_n_fraction",
+        "split_samples", "train_chromosomes", "dev_chromosomes", "test_chromosomes",
+    }
+)
+_METRICS_OF_TASK = MappingProxyType(
+    {"classification": frozenset({"mcc", "f1", "accuracy"}), "regression": frozenset({"spearman"})}
+)
+
+Cell = str | int | float | None
+
+
+def canonical_json(value: Any) -> str:
+    """Compact JSON with sorted keys: a param whose text changes only when its content does."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_plain)
+
+
+def _plain(value: Any) -> dict:
+    """JSON's fallback for the plan's read-only mappings."""
+    if isinstance(value, MappingProxyType):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _frozen(value: Any) -> Any:
+    """A read-only deep copy of a YAML value: mappings become MappingProxyType, lists tuples."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({key: _frozen(item) for key, item in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(item) for item in value)
+    return value
+
+
+# ---- what the plan holds ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Genome:
+    """A row of the genome sheet."""
+
+    name: str
+    source: str
+    sha256: str  # empty: recorded on first download
+    assembly_report: str  # empty: none
+    assembly_report_sha256: str
+
+    @property
+    def source_is_local(self) -> bool:
+        return is_local(self.source)
+
+
+@dataclass(frozen=True)
+class Archive:
+    """An `archives:` entry: a zip fetched once and unpacked into resources/archives/NAME."""
+
+    name: str
+    source: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A row of the datasets sheet whose data can be had."""
+
+    name: str
+    cells: Mapping[str, Cell]  # the row, typed; an empty cell of a numeric column is None
+    genomes: tuple[str, ...]  # genome-tiles and species sets: their genomes, in label order
+    archive: str | None  # the NAME of an `archive:NAME/FOLDER` source
+
+    @property
+    def source(self) -> str:
+        return self.cells.get("source") or ""
+
+    @property
+    def is_species(self) -> bool:
+        return self.cells.get("kind") == "species"
+
+    @property
+    def trains_on_dev(self) -> bool:
+        """GUE folders without train.csv: trained on 90% of dev.csv."""
+        return self.cells.get("train_from") == "dev"
+
+    @property
+    def build_spec(self) -> dict[str, Cell]:
+        """The cells that build the dataset (fine-tuning settings are left out)."""
+        return {k: v for k, v in self.cells.items() if k in _DATASET_BUILD_KEYS and v not in ("", None)}
+
+    @property
+    def finetune_spec(self) -> dict[str, Cell]:
+        return {k: v for k, v in self.cells.items() if k != "description" and v not in ("", None)}
+
+
+@dataclass(frozen=True)
+class SkippedDataset:
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class AblationPoint:
+    """One value of a sweep (Table 7): the axis and the value of its config key."""
+
+    axis: str
+    value: Any
+
+    def as_json(self) -> dict[str, Any]:
+        return {"axis": self.axis, "value": self.value}
+
+
+@dataclass(frozen=True)
+class Tokenizer:
+    """A `tokenizers:` entry, or a sweep variant of one."""
+
+    name: str
+    settings: Mapping[str, Any]  # the config entry; a variant's is its base's with the swept key set
+    type: str  # vq, hrq, kmer, bpe or char; of a folder given by `path`, what its config.json says ("" if nothing)
+    path: str | None  # a tokenizer folder made elsewhere, used as it is; None: trained by the workflow
+    model_files: tuple[str, ...]  # those of the path's model.safetensors and tokenizer.json that exist
+    variant_of: str | None
+    ablation: tuple[AblationPoint, ...]
+
+    @property
+    def windows(self) -> list[str]:
+        """The window files it trains and is evaluated on."""
+        return [f"results/windows/{genome}.parquet" for genome in self.settings["train_genomes"]]
+
+    @property
+    def training_settings(self) -> dict[str, Any]:
+        return {k: v for k, v in self.settings.items() if k not in _TOKENIZER_EVALUATION_KEYS}
+
+    @property
+    def evaluation_settings(self) -> dict[str, Any]:
+        return {k: v for k, v in self.settings.items() if k in _TOKENIZER_EVALUATION_KEYS | {"seed"}}
+
+    @property
+    def inputs(self) -> dict[str, str | list[str]]:
+        """The files that make the tokenizer (their hash is its identity); measurements are not among them.
+
+        A trained tokenizer's folder is rewritten as a whole, so its config.json
+        stands for it; a folder given by `path` is the user's, so each model file
+        is an input and editing one reruns what used it.
+        """
+        if self.path is None:
+            return {"tokenizer_config": f"results/tokenizers/{self.name}/config.json"}
+        return {"tokenizer_config": str(Path(self.path) / "config.json"), "tokenizer_model": list(self.model_files)}
+
+
+@dataclass(frozen=True)
+class Run:
+    """A `runs:` entry (an encoder pretrained here or given by `pretrained`), or a sweep variant of one."""
+
+    name: str
+    settings: Mapping[str, Any]  # the config entry; a variant's is its base's with the swept key set
+    tokenizer: str
+    pretrained: str | None  # an encoder folder made elsewhere, fine-tuned as it is; None: pretrained by the workflow
+    variant_of: str | None
+    ablation: tuple[AblationPoint, ...]
+
+    @property
+    def gpus(self) -> int:
+        """GPUs (and processes) per node of the pretraining job."""
+        return self.settings.get("gpus", 1)
+
+    @property
+    def nodes(self) -> int:
+        return self.settings.get("nodes", 1)
+
+    @property
+    def model_settings(self) -> dict[str, Any]:
+        """The entry less its launch keys."""
+        return {k: v for k, v in self.settings.items() if k not in _LAUNCH_KEYS}
+
+    @property
+    def weights(self) -> str:
+        """The encoder fine-tuning starts from."""
+        return str(Path(self.pretrained or f"results/pretrain/{self.name}") / "model.safetensors")
+
+
+@dataclass(frozen=True)
+class FinetuneJob:
+    run: str
+    dataset: str
+
+    def metrics(self, seed: int) -> str:
+        return f"results/finetune/{self.run}/{self.dataset}/seed{seed}/metrics.json"
+
+
+@dataclass(frozen=True)
+class ProbeJob:
+    tokenizer: str
+    dataset: str
+
+    @property
+    def metrics(self) -> str:
+        return f"results/probe/{self.tokenizer}/{self.dataset}/metrics.json"
+
+
+@dataclass(frozen=True)
+class KmerJob:
+    dataset: str
+
+    @property
+    def metrics(self) -> str:
+        return f"results/kmer_baseline/{self.dataset}/seed0/metrics.json"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the workflow builds, and from what: made by :func:`build_plan`, read by the rules' input functions."""
+
+    mirror: str
+    windows: Mapping[str, Any]  # the `windows:` keys the config sets
+    genomes: Mapping[str, Genome]
+    archives: Mapping[str, Archive]
+    datasets: Mapping[str, Dataset]  # in sheet order
+    skipped_datasets: tuple[SkippedDataset, ...]
+    tokenizers: Mapping[str, Tokenizer]
+    runs: Mapping[str, Run]
+    finetune_jobs: tuple[FinetuneJob, ...]
+    finetune_seeds: tuple[int, ...]
+    finetune_settings: Mapping[str, Any]  # the `finetune:` block less runs and seeds
+    probe_jobs: tuple[ProbeJob, ...]
+    probe_settings: Mapping[str, Any]
+    kmer_jobs: tuple[KmerJob, ...]
+    kmer_settings: Mapping[str, Any]
+
+    @property
+    def window_flags(self) -> str:
+        """The `windows:` keys as `vqdna windows` flags (unset keys take the package defaults)."""
+        flags = []
+        for key, value in sorted(self.windows.items()):
+            flag = f"--{key.replace('_', '-')}"
+            if isinstance(value, bool):
+                flags += [flag] if value else []
+            else:
+                flags += [flag, str(value)]
+        return " ".join(flags)
+
+    @property
+    def genomes_with_reports(self) -> list[str]:
+        return [name for name, genome in self.genomes.items() if genome.assembly_report]
+
+    @property
+    def trained_tokenizers(self) -> list[str]:
+        """Tokenizers the workflow trains (the others are folders given by `path`)."""
+        return sorted(name for name, tokenizer in self.tokenizers.items() if tokenizer.path is None)
+
+    @property
+    def pretrained_runs(self) -> list[str]:
+        """Runs the workflow pretrains (the others are encoder folders given by `pretrained`)."""
+        return sorted(name for name, run in self.runs.items() if run.pretrained is None)
+
+    @property
+    def tokenized_tokenizers(self) -> list[str]:
+        """Every genome is tokenized by the tokenizers runs pretrain on (all of them when no run is configured).
+
+        Baselines that only serve Table 1's probe, and sweep variants, tokenize datasets, not genomes.
+        """
+        used = {run.tokenizer for run in self.runs.values()}
+        variants = {name for name, tokenizer in self.tokenizers.items() if tokenizer.variant_of}
+        return sorted(used or set(self.tokenizers) - variants)
+
+    def pretrain_inputs(self, run: str) -> dict[str, str | list[str]]:
+        tokenizer = self.runs[run].tokenizer
+        genomes = self.runs[run].settings["pretrain_genomes"]
+        return {
+            **self.tokenizers[tokenizer].inputs,
+            "tokens": [f"results/tokens/{tokenizer}/{genome}.parquet" for genome in genomes],
+        }
+
+    def dataset_inputs(self, name: str) -> list[str]:
+        """Windows of a genome-tiles set's genomes, the indexed genomes (and assembly reports) of a
+        species set, the unpacked archive, or the CSVs of a local GUE folder."""
+        dataset = self.datasets[name]
+        if dataset.is_species:
+            indexed = [f"resources/genomes/{g}.fa.gz{suffix}" for g in dataset.genomes for suffix in ("", ".fai", ".gzi")]
+            reported = [g for g in dataset.genomes if self.genomes[g].assembly_report]
+            return indexed + [f"resources/genomes/{g}.assembly_report.txt" for g in reported]
+        if dataset.archive:
+            return [f"resources/archives/{dataset.archive}"]
+        if dataset.source and is_local(dataset.source):
+            splits = [split for split in SPLITS if not (dataset.trains_on_dev and split == "train")]
+            return [f"{dataset.source.rstrip('/')}/{split}.csv" for split in splits]
+        return [f"results/windows/{genome}.parquet" for genome in dataset.genomes]
+
+    def dataset_genome_args(self, name: str) -> str:
+        """--windows of a genome-tiles set, or --fastas and --assembly-reports of a species set."""
+        dataset = self.datasets[name]
+        if not dataset.genomes:
+            return ""
+        if not dataset.is_species:
+            return "--windows " + " ".join(shlex.quote(f"{g}=results/windows/{g}.parquet") for g in dataset.genomes)
+        fastas = [shlex.quote(f"{g}=resources/genomes/{g}.fa.gz") for g in dataset.genomes]
+        reports = [
+            shlex.quote(f"{g}=resources/genomes/{g}.assembly_report.txt")
+            for g in dataset.genomes
+            if self.genomes[g].assembly_report
+        ]
+        return f"--fastas {' '.join(fastas)}" + (f" --assembly-reports {' '.join(reports)}" if reports else "")
+
+    def finetune_inputs(self, run: str, dataset: str) -> dict[str, str | list[str]]:
+        return {
+            **self.tokenizers[self.runs[run].tokenizer].inputs,
+            "pretrained": self.runs[run].weights,
+            "dataset": _dataset_files(dataset),
+        }
+
+    def probe_inputs(self, tokenizer: str, dataset: str) -> dict[str, str | list[str]]:
+        return {**self.tokenizers[tokenizer].inputs, "dataset": _dataset_files(dataset)}
+
+    @property
+    def table_inputs(self) -> dict[str, list[str]]:
+        return {
+            "finetune": [job.metrics(seed) for job in self.finetune_jobs for seed in self.finetune_seeds],
+            "kmer": [job.metrics for job in self.kmer_jobs],
+            "probe": [job.metrics for job in self.probe_jobs],
+            "tokenizers": [f"results/tokenizers/{name}/metrics.json" for name in self.trained_tokenizers],
+        }
+
+    @property
+    def tables_plan(self) -> dict[str, dict]:
+        """What `vqdna tables` needs to know of the config: each run's tokenizer and type, sweep values."""
+        runs = sorted({job.run for job in self.finetune_jobs})
+        return {
+            "runs": {
+                name: {
+                    "tokenizer": self.runs[name].tokenizer,
+                    "type": self.tokenizers[self.runs[name].tokenizer].type,
+                    "variant_of": self.runs[name].variant_of,
+                    "ablation": [point.as_json() for point in self.runs[name].ablation],
+                }
+                for name in runs
+            },
+            "tokenizers": {
+                name: {
+                    "type": tokenizer.type,
+                    "variant_of": tokenizer.variant_of,
+                    "ablation": [point.as_json() for point in tokenizer.ablation],
+                }
+                for name, tokenizer in self.tokenizers.items()
+            },
+        }
+
+    @property
+    def final_outputs(self) -> list[str]:
+        """Everything `snakemake` builds by default: tokens of every genome, tokenizer metrics, encoders, tables."""
+        return (
+            [f"results/tokens/{t}/{g}.parquet" for t in self.tokenized_tokenizers for g in sorted(self.genomes)]
+            + [f"results/tokenizers/{name}/metrics.json" for name in self.trained_tokenizers]
+            + [f"results/pretrain/{name}/model.safetensors" for name in self.pretrained_runs]
+            + [f"results/tables/{table}.{suffix}" for table in TABLE_FILES for suffix in ("csv", "md")]
+        )
+
+
+def _dataset_files(dataset: str) -> list[str]:
+    return [f"results/datasets/{dataset}/{split}.parquet" for split in SPLITS]
+
+
+# ---- building it -----------------------------------------------------------------------------------
+
+
+def build_plan(config: Mapping[str, Any], schemas: Path) -> Plan:
+    """The plan of `config` (as loaded, not yet validated), checked against the schemas in `schemas`."""
+    config = _validated(config, _load_schema(schemas / "config.schema.yaml"))
+    genome_sheet, dataset_sheet = config["genomes"], config["datasets"]
+    genome_rows = _read_sheet(genome_sheet, _load_schema(schemas / "genomes.schema.yaml"), "genome")
+    genomes = {name: _genome(row) for name, row in genome_rows.items()}
+    rows = _read_sheet(dataset_sheet, _load_schema(schemas / "datasets.schema.yaml"), "dataset")
+    usable = {name: row for name, row in rows.items() if not _missing_local_source(row)}
+    skipped = tuple(_skipped(name, row) for name, row in rows.items() if name not in usable)
+
+    tokenizer_sweeps = _expand_sweeps(config["ablations"], "tokenizers", config["tokenizers"])
+    run_sweeps = _expand_sweeps(config["ablations"], "runs", config["runs"])
+    tokenizers = {
+        name: _tokenizer(name, entry, tokenizer_sweeps, genomes, genome_sheet)
+        for name, entry in tokenizer_sweeps.entries.items()
+    }
+    runs = {
+        name: _run(name, entry, run_sweeps, tokenizers, genomes, genome_sheet) for name, entry in run_sweeps.entries.items()
+    }
+    finetune = config["finetune"]
+    for name in finetune["runs"]:
+        if name not in runs:
+            raise VqdnaError(f"finetune.runs: no run named {name!r}")
+    datasets = {
+        name: _dataset(f"{dataset_sheet} dataset {name}", row, genomes, genome_sheet, config["archives"])
+        for name, row in usable.items()
+    }
+
+    probed = [name for name in config["probe"]["datasets"] if name in datasets]
+    return Plan(
+        mirror=config["mirror"],
+        windows=_frozen(config["windows"]),
+        genomes=MappingProxyType(genomes),
+        archives=MappingProxyType(
+            {name: Archive(name, entry["source"], entry.get("sha256", "")) for name, entry in config["archives"].items()}
+        ),
+        datasets=MappingProxyType(datasets),
+        skipped_datasets=skipped,
+        tokenizers=MappingProxyType(tokenizers),
+        runs=MappingProxyType(runs),
+        finetune_jobs=_finetune_jobs(finetune["runs"], datasets, run_sweeps, config["ablations"]),
+        finetune_seeds=tuple(finetune["seeds"]),
+        finetune_settings=_frozen({k: v for k, v in finetune.items() if k not in ("runs", "seeds")}),
+        probe_jobs=tuple(ProbeJob(tokenizer, name) for tokenizer in sorted(tokenizers) for name in probed),
+        probe_settings=_frozen(config["probe"].get("settings", {})),
+        kmer_jobs=tuple(KmerJob(name) for name in sorted(datasets)) if config["kmer_baseline"]["enabled"] else (),
+        kmer_settings=_frozen(config["kmer_baseline"].get("settings", {})),
+    )
+
+
+def _load_schema(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def _validated(instance: Mapping[str, Any], schema: Mapping) -> dict:
+    """A copy of the config, valid under `schema`, with the schema's defaults filled in."""
+    filled = copy.deepcopy(dict(instance))
+    _check(_validator_filling_defaults(schema), filled, "config")
+    return filled
+
+
+def _validator_filling_defaults(schema: Mapping) -> jsonschema.protocols.Validator:
+    """A validator that sets each absent property that has a default, as Snakemake's `validate` does."""
+    check_properties = jsonschema.Draft202012Validator.VALIDATORS["properties"]
+
+    def properties(validator, properties, instance, schema):
+        if validator.is_type(instance, "object"):
+            for name, subschema in properties.items():
+                if "default" in subschema:
+                    instance.setdefault(name, copy.deepcopy(subschema["default"]))
+        yield from check_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(jsonschema.Draft202012Validator, {"properties": properties})(schema)
+
+
+def _check(validator: jsonschema.protocols.Validator, instance: Any, where: str) -> None:
+    error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
+    if error is not None:
+        key = ".".join(str(part) for part in error.absolute_path)
+        raise VqdnaError(f"{where}: {key + ': ' if key else ''}{_problem(error)}")
+
+
+def _problem(error: jsonschema.ValidationError) -> str:
+    if error.validator == "oneOf" and error.context:
+        # jsonschema's own message prints the whole entry; what each allowed form misses says more.
+        # ("not" errors print the entry again: left out.)
+        misses = dict.fromkeys(sub.message for sub in error.context if sub.validator != "not")
+        return f"fits none of the allowed forms ({'; '.join(misses)})"
+    return error.message
+
+
+def _column_types(schema: Mapping) -> dict[str, type]:
+    """int or float for each column the schema declares an integer or a number (nullable or not)."""
+    types = {}
+    for column, spec in schema["properties"].items():
+        declared = spec.get("type", [])
+        declared = [declared] if isinstance(declared, str) else declared
+        if "integer" in declared:
+            types[column] = int
+        elif "number" in declared:
+            types[column] = float
+    return types
+
+
+def _read_sheet(path: str, schema: Mapping, key: str) -> dict[str, dict[str, Cell]]:
+    """Rows of a TSV sheet keyed by their `key` column, typed and validated against `schema`.
+
+    Blank lines and lines starting with '#' are skipped; errors name the line of the file.
+    """
+    if not Path(path).is_file():
+        raise VqdnaError(f"sheet {path} not found (named in the config)")
+    with open(path, newline="") as handle:
+        numbered = [(number, line) for number, line in enumerate(handle, start=1) if line.strip() and not line.startswith("#")]
+    if len(numbered) < 2:
+        raise VqdnaError(f"sheet {path} has no rows")
+    column_types = _column_types(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    rows: dict[str, dict[str, Cell]] = {}
+    reader = csv.DictReader([line for _, line in numbered], delimiter="\t")
+    for (number, _), cells in zip(numbered[1:], reader):
+        where = f"{path} line {number}"
+        # A row longer than the header puts its extra cells under None: they are dropped.
+        row: dict[str, Cell] = {name.strip(): (text or "").strip() for name, text in cells.items() if name}
+        for column in column_types.keys() & row.keys():
+            row[column] = _typed_cell(where, column, row[column], column_types[column])
+        _check(validator, row, where)
+        if row[key] in rows:
+            raise VqdnaError(f"{where}: duplicate {key} {row[key]!r}")
+        rows[row[key]] = row
+    return rows
+
+
+def _typed_cell(where: str, column: str, text: str, kind: type) -> int | float | None:
+    if not text:
+        return None
+    try:
+        return kind(text)
+    except ValueError:
+        raise VqdnaError(f"{where}: {column}: {text!r} is not {'an integer' if kind is int else 'a number'}") from None
+
+
+def _genome(row: Mapping[str, Cell]) -> Genome:
+    return Genome(
+        name=row["genome"],
+        source=row["source"],
+        sha256=row.get("sha256", ""),
+        assembly_report=row.get("assembly_report", ""),
+        assembly_report_sha256=row.get("assembly_report_sha256", ""),
+    )
+
+
+def _missing_local_source(row: Mapping[str, Cell]) -> bool:
+    """A local CSV folder that does not exist (the EEP data a user supplies): skipped, not fatal."""
+    source = row.get("source") or ""
+    return bool(source) and is_local(source) and not Path(source).is_dir()
+
+
+def _skipped(name: str, row: Mapping[str, Cell]) -> SkippedDataset:
+    return SkippedDataset(
+        name,
+        f"its source folder {row['source']} does not exist (see the README for where its data comes from);"
+        " its table cells stay empty",
+    )
+
+
+@dataclass(frozen=True)
+class _Sweeps:
+    """The `tokenizers:` or `runs:` entries with the variants the `ablations:` sweeps add."""
+
+    entries: Mapping[str, Mapping[str, Any]]
+    variant_of: Mapping[str, str]  # generated name -> base name
+    points: Mapping[str, tuple[AblationPoint, ...]]  # every name a sweep reaches, in the order first reached
+
+
+def _expand_sweeps(ablations: Mapping[str, Mapping], kind: str, entries: Mapping[str, Mapping]) -> _Sweeps:
+    """Ablations (Table 7) are sweeps: one config key per axis, each value a tokenizer or run of its own
+    (`{base}_{axis}{value}`), trained like any other. A value equal to the base's own setting is the base
+    itself, not a copy."""
+    entries = dict(entries)
+    variant_of: dict[str, str] = {}
+    points: dict[str, list[AblationPoint]] = {}
+    for axis, sweep in ablations.items():
+        for base in sweep.get(kind, []):
+            if base not in entries:
+                raise VqdnaError(f"ablations.{axis}.{kind}: no {kind[:-1]} named {base!r}")
+            for value in sweep["values"]:
+                name = base
+                if entries[base].get(sweep["key"]) != value:
+                    name = f"{base}_{axis}{value:g}" if isinstance(value, float) else f"{base}_{axis}{value}"
+                    entries[name] = {**entries[base], sweep["key"]: value}
+                    variant_of[name] = base
+                points.setdefault(name, []).append(AblationPoint(axis, _frozen(value)))
+    return _Sweeps(entries, variant_of, {name: tuple(reached) for name, reached in points.items()})
+
+
+def _check_genomes(where: str, names: Iterable[str], genomes: Mapping[str, Genome], sheet: str) -> None:
+    unknown = [name for name in names if name not in genomes]
+    if unknown:
+        raise VqdnaError(f"{where}: genome(s) {', '.join(unknown)} are not in {sheet}")
+
+
+def _check_folder(where: str, folder: str, file: str) -> None:
+    if not (Path(folder) / file).is_file():
+        raise VqdnaError(f"{where}: {folder} has no {file}")
+
+
+def _tokenizer(name: str, entry: Mapping[str, Any], sweeps: _Sweeps, genomes: Mapping[str, Genome], sheet: str) -> Tokenizer:
+    path = entry.get("path")
+    if path is None:
+        _check_genomes(f"tokenizers.{name}.train_genomes", entry["train_genomes"], genomes, sheet)
+        kind, model_files = entry["type"], ()
+    else:
+        _check_folder(f"tokenizers.{name}.path", path, "config.json")
+        kind = _saved_tokenizer_type(f"tokenizers.{name}.path", Path(path) / "config.json")
+        models = [Path(path) / file for file in ("model.safetensors", "tokenizer.json")]
+        model_files = tuple(str(model) for model in models if model.is_file())
+    return Tokenizer(
+        name=name,
+        settings=_frozen(entry),
+        type=kind,
+        path=path,
+        model_files=model_files,
+        variant_of=sweeps.variant_of.get(name),
+        ablation=sweeps.points.get(name, ()),
+    )
+
+
+def _saved_tokenizer_type(where: str, config_file: Path) -> str:
+    try:
+        return json.loads(config_file.read_text()).get("type", "")
+    except (json.JSONDecodeError, AttributeError) as err:  # AttributeError: JSON that is not an object
+        raise VqdnaError(f"{where}: {config_file} is not a JSON object ({err})") from None
+
+
+def _run(
+    name: str,
+    entry: Mapping[str, Any],
+    sweeps: _Sweeps,
+    tokenizers: Mapping[str, Tokenizer],
+    genomes: Mapping[str, Genome],
+    sheet: str,
+) -> Run:
+    if entry["tokenizer"] not in tokenizers:
+        raise VqdnaError(f"runs.{name}.tokenizer: no tokenizer named {entry['tokenizer']!r}")
+    if "pretrained" in entry:
+        _check_folder(f"runs.{name}.pretrained", entry["pretrained"], "model.safetensors")
+    else:
+        _check_genomes(f"runs.{name}.pretrain_genomes", entry["pretrain_genomes"], genomes, sheet)
+    return Run(
+        name=name,
+        settings=_frozen(entry),
+        tokenizer=entry["tokenizer"],
+        pretrained=entry.get("pretrained"),
+        variant_of=sweeps.variant_of.get(name),
+        ablation=sweeps.points.get(name, ()),
+    )
+
+
+def _split_list(text: str | None) -> list[str]:
+    """'a, b,c' -> ['a', 'b', 'c'] (sheet cells that list genomes)."""
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+def _dataset(where: str, row: Mapping[str, Cell], genomes: Mapping[str, Genome], sheet: str, archives: Mapping) -> Dataset:
+    listed = _split_list(row.get("genomes"))
+    _check_genomes(where, listed, genomes, sheet)
+    source = row.get("source") or ""
+    if bool(listed) == bool(source):
+        raise VqdnaError(f"{where}: give either a source or genomes")
+    archive = _archive_name(where, source, archives) if urllib.parse.urlparse(source).scheme == "archive" else None
+    metrics = _METRICS_OF_TASK[row["task"]]
+    if row["metric"] not in metrics:
+        raise VqdnaError(
+            f"{where}: metric {row['metric']} does not fit task {row['task']} (use one of {', '.join(sorted(metrics))})"
+        )
+    return Dataset(name=row["dataset"], cells=MappingProxyType(dict(row)), genomes=tuple(listed), archive=archive)
+
+
+def _archive_name(where: str, source: str, archives: Mapping) -> str:
+    """The NAME of an `archive:NAME/FOLDER` source, which the config's `archives:` must hold."""
+    try:
+        name, _ = parse_archive_source(source)
+    except VqdnaError as err:
+        raise VqdnaError(f"{where}: {err}") from None
+    if name not in archives:
+        raise VqdnaError(f"{where}: source {source} names archive {name!r}, which is not under archives: in the config")
+    return name
+
+
+def _finetune_jobs(
+    finetuned: list[str], datasets: Mapping[str, Dataset], run_sweeps: _Sweeps, ablations: Mapping[str, Mapping]
+) -> tuple[FinetuneJob, ...]:
+    """The `finetune:` runs on every dataset, then each sweep run (Table 7c) not among them on its axis's datasets."""
+    jobs = [FinetuneJob(run, name) for run in finetuned for name in sorted(datasets)]
+    for run, points in run_sweeps.points.items():
+        if run not in finetuned:
+            # The axis that reached the run last names its datasets (every dataset when it names none).
+            swept = ablations[points[-1].axis].get("datasets") or sorted(datasets)
+            jobs += [FinetuneJob(run, name) for name in swept if name in datasets]
+    return tuple(jobs)
