@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pysam
 import pytest
-from helpers import TINY_RUN, write_ggg_gue_folder
+from helpers import TINY_RUN, codes_of_token_files, write_ggg_gue_folder
 
 from vqdna import VqdnaError
 from vqdna.artifacts import read_metadata
@@ -33,7 +33,7 @@ from vqdna.tokenizer.baselines import (
     KmerTokenizer,
 )
 from vqdna.tokenizer.evaluate import evaluate_tokenizer
-from vqdna.tokenizer.tokens import read_codes, tokenize_windows
+from vqdna.tokenizer.tokens import check_token_file, tokenize_windows
 from vqdna.tokenizer.train import train_tokenizer
 from vqdna.windows import WindowSettings, write_windows
 
@@ -308,15 +308,16 @@ def test_tokenize_windows_writes_ids_and_token_starts(bpe, genome, name, tmp_pat
         assert got_ids == ids.tolist() and got_starts == starts.tolist()
     assert tokenizer.decode([np.array([codes_column[0]])]) == [sequences[0]]  # a token row turns back into its window
 
-    codes = read_codes(tmp_path / "tokens.parquet", digest)
+    check_token_file(tmp_path / "tokens.parquet", digest)
+    codes = codes_of_token_files([tmp_path / "tokens.parquet"])
     assert codes.lengths.tolist() == [len(ids) for ids, _ in expected]
     assert codes.values.shape == (len(expected), max(codes.lengths), 1)
     for row, (ids, _) in enumerate(expected):
         assert codes.values[row, : len(ids), 0].tolist() == ids.tolist()
-    train = read_codes(tmp_path / "tokens.parquet", digest, "train")
+    train = codes_of_token_files([tmp_path / "tokens.parquet"], "train")
     assert len(train) == windows.column("split").to_pylist().count("train")
     with pytest.raises(VqdnaError, match="made with tokenizer hash"):
-        read_codes(tmp_path / "tokens.parquet", "0" * 64)
+        check_token_file(tmp_path / "tokens.parquet", "0" * 64)
 
 
 # -- stage 1: train and evaluate -----------------------------------------------------------------------
@@ -400,7 +401,7 @@ def test_pretrain_and_finetune_run_on_a_baseline(genome, gue_dataset, name, tmp_
     train_tokenizer(name, settings, [genome], tmp_path / "tokenizer", device="cpu")
     tokenizer = load_tokenizer(tmp_path / "tokenizer", device="cpu")
     tokenize_windows(tmp_path / "tokenizer", name, genome, tmp_path / "tokens.parquet", device="cpu")
-    codes = read_codes(tmp_path / "tokens.parquet", tokenizer.hash, "train")
+    codes = codes_of_token_files([tmp_path / "tokens.parquet"], "train")
     max_length = 12
     assert int(codes.lengths.max()) > max_length  # windows are cut into pieces: chunking is exercised
 
