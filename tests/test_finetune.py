@@ -32,6 +32,7 @@ from vqdna.finetune.train import (
 from vqdna.lm.configuration import VqdnaConfig
 from vqdna.lm.modeling import VqdnaForSequenceClassification
 from vqdna.metrics import classification_metrics, regression_metrics
+from vqdna.predict import embed, predict
 from vqdna.tokenizer.api import load_tokenizer, tokenizer_hash
 
 TARGETS = ["query", "key", "value", "dense"]
@@ -248,3 +249,52 @@ def test_gradient_checkpointing_recomputes_every_layer_and_leaves_lora_gradients
     assert gradients[0].keys() == gradients[1].keys() and any("lora_B" in n for n in gradients[0])
     for name, gradient in gradients[0].items():
         torch.testing.assert_close(gradients[1][name], gradient, atol=1e-6, rtol=1e-5)
+
+
+# -- full fine-tuning (the random-init control's mode) ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def full_run(stage3):
+    folder = stage3["folder"]
+    args = (stage3["spec"], {"mode": "full"}, 0, folder / "pretrained", folder / "tokenizer", folder / "dataset")
+    return finetune(*args, folder / "full", device="cpu")
+
+
+def test_full_finetuning_trains_the_encoder_but_not_the_codebooks_and_saves_the_whole_model(stage3, full_run):
+    folder = stage3["folder"]
+    assert full_run["mode"] == "full" and "lora" not in full_run and stage3["result"]["mode"] == "lora"
+    assert {p.name for p in (folder / "full").iterdir()} == {"metrics.json", "predictions.parquet", "model"}
+    pretrained = load_file(folder / "pretrained" / "model.safetensors")
+    tuned = load_file(folder / "full" / "model" / "model.safetensors")
+    changed = {n for n, t in pretrained.items() if n.startswith("vqdna.") and not torch.equal(t, tuned[n])}
+    codebooks = {n for n in pretrained if "code_embeddings" in n}
+    assert codebooks and not changed & codebooks  # the tokenizer's codebooks stay frozen
+    assert {n for n in pretrained if n.startswith("vqdna.") and "layers" in n} <= changed
+    assert full_run["base_weights_sha256"] == weights_fingerprint(pretrained)  # what it started from
+
+
+def test_a_fully_fine_tuned_model_reproduces_its_test_logits(stage3, full_run):
+    folder = stage3["folder"]
+    model = VqdnaForSequenceClassification.from_pretrained(folder / "full" / "model").eval()
+    sequences, _ = read_split(folder / "dataset" / "test.parquet")
+    codes = load_tokenizer(folder / "tokenizer", device="cpu").encode(sequences)
+    written = np.array(pq.read_table(folder / "full" / "predictions.parquet").column("logits").to_pylist())
+    assert np.allclose(predict_logits(model, codes, 16, torch.device("cpu")), written, atol=1e-5)
+
+
+def test_an_unknown_finetune_mode_is_a_one_line_error(stage3, tmp_path):
+    folder = stage3["folder"]
+    with pytest.raises(VqdnaError, match=r"^finetune.mode: 'partial' is not one of lora, full$"):
+        finetune(stage3["spec"], {"mode": "partial"}, 0, folder / "pretrained", folder / "tokenizer", folder / "dataset", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_predict_and_embed_read_a_fully_fine_tuned_run(stage3, full_run, tmp_path):
+    folder = stage3["folder"]
+    sequences, labels = read_split(folder / "dataset" / "test.parquet")
+    (tmp_path / "test.csv").write_text("sequence,label\n" + "".join(f"{s},{y}\n" for s, y in zip(sequences, labels)))
+    assert predict(folder / "tokenizer", folder / "full", tmp_path / "test.csv", tmp_path / "predictions.parquet") == len(sequences)
+    ours = pq.read_table(tmp_path / "predictions.parquet").column("prediction").to_pylist()
+    assert ours == pq.read_table(folder / "full" / "predictions.parquet").column("prediction").to_pylist()
+    assert embed(folder / "tokenizer", folder / "full", tmp_path / "test.csv", tmp_path / "embeddings.parquet") == len(sequences)

@@ -142,15 +142,40 @@ def test_the_tables_plan_names_each_fine_tuned_run_and_every_tokenizer_with_type
     }))
     assert plan.tables_plan == {
         "runs": {
-            "bert": {"tokenizer": "vq", "type": "vq", "variant_of": None, "ablation": []},
-            "bert_mask_ratio0.3": {"tokenizer": "vq", "type": "vq", "variant_of": "bert", "ablation": [{"axis": "mask_ratio", "value": 0.3}]},
+            "bert": {
+                "tokenizer": "vq", "type": "vq", "variant_of": None, "ablation": [], "control": False, "encoder_run": "bert",
+                "finetune_mode": None, "order": 0,
+            },
+            "bert_mask_ratio0.3": {
+                "tokenizer": "vq", "type": "vq", "variant_of": "bert", "ablation": [{"axis": "mask_ratio", "value": 0.3}],
+                "control": False, "encoder_run": "bert_mask_ratio0.3", "finetune_mode": None, "order": 1,
+            },
         },
         "tokenizers": {
             "vq": {"type": "vq", "variant_of": None, "ablation": []},
             "vq_code_size256": {"type": "vq", "variant_of": "vq", "ablation": [{"axis": "code_size", "value": 256}]},
         },
     }
-    assert canonical_json(plan.tables_plan).startswith('{"runs":{"bert":{"ablation":[],"tokenizer":"vq"')
+    assert canonical_json(plan.tables_plan).startswith('{"runs":{"bert":{"ablation":[],"control":false,"encoder_run":"bert","finetune_mode":null,"order":0,')
+
+
+def test_the_tables_plan_marks_the_control_and_keeps_config_order_and_the_tables_read_pretraining_metrics(tmp_path):
+    encoder = tmp_path / "encoder"
+    encoder.mkdir()
+    (encoder / "model.safetensors").write_text("")
+    runs = {
+        "zeta": {"tokenizer": "vq", "pretrain_genomes": ["phage"]},
+        "alpha": {"tokenizer": "vq", "pretrain_genomes": ["phage"], "steps": 0, "finetune_mode": "full"},
+        "elsewhere": {"tokenizer": "vq", "pretrained": str(encoder)},
+        "zeta_full": {"tokenizer": "vq", "pretrained": "results/pretrain/zeta", "finetune_mode": "full"},
+    }
+    plan = _plan(_config(tmp_path, runs=runs, finetune={"runs": ["elsewhere", "alpha", "zeta", "zeta_full"]}))
+    info = plan.tables_plan["runs"]
+    assert [(name, info[name]["order"]) for name in runs] == [("zeta", 0), ("alpha", 1), ("elsewhere", 2), ("zeta_full", 3)]  # the runs: block's order
+    assert [info[name]["encoder_run"] for name in runs] == ["zeta", "alpha", None, "zeta"]
+    assert (info["alpha"]["control"], info["alpha"]["finetune_mode"]) == (True, "full")
+    assert (info["zeta"]["control"], info["zeta"]["finetune_mode"]) == (False, None)
+    assert plan.table_inputs["pretrain"] == ["results/pretrain/alpha/metrics.json", "results/pretrain/zeta/metrics.json"]
 
 
 @pytest.mark.parametrize(
@@ -328,3 +353,25 @@ def test_the_module_imports_without_snakemake_torch_pysam_or_pyarrow():
     code = "import sys, vqdna.plan; print(sorted({'snakemake', 'torch', 'pysam', 'pyarrow'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_run_may_fine_tune_another_runs_encoder_its_own_way(tmp_path):
+    runs = {
+        "bert": {"tokenizer": "vq", "pretrain_genomes": ["phage"]},
+        "random": {"tokenizer": "vq", "pretrain_genomes": ["phage"], "steps": 0, "finetune_mode": "full"},
+        "bert_full": {"tokenizer": "vq", "pretrained": "results/pretrain/bert", "finetune_mode": "full"},
+    }
+    plan = _plan(_config(tmp_path, runs=runs, finetune={"runs": ["bert", "random", "bert_full"], "mode": "lora"}))
+    assert plan.pretrained_runs == ["bert", "random"]  # bert_full is not pretrained again
+    assert plan.finetune_inputs("bert_full", "tiles")["pretrained"] == "results/pretrain/bert/model.safetensors"
+    assert plan.finetune_settings_of("bert")["mode"] == "lora"
+    assert plan.finetune_settings_of("random")["mode"] == "full" == plan.finetune_settings_of("bert_full")["mode"]
+    assert "finetune_mode" not in plan.runs["random"].model_settings  # pretraining never sees it
+    runs["bert_full"]["tokenizer"] = "other"
+    tokenizers = {"vq": {"type": "vq", "train_genomes": ["phage"]}, "other": {"type": "kmer", "train_genomes": ["phage"]}}
+    message = _error(_config(tmp_path, runs=runs, tokenizers=tokenizers, finetune={"runs": ["bert_full"]}))
+    assert message == "runs.bert_full: pretrained results/pretrain/bert is run bert's encoder, pretrained on tokenizer vq, not other"
+
+
+def test_an_unknown_finetune_mode_is_a_schema_error(tmp_path):
+    assert "finetune.mode" in _error(_config(tmp_path, finetune={"runs": ["bert"], "mode": "partial"}))

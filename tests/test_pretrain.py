@@ -8,6 +8,7 @@ resumed only when their fingerprint matches.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -298,7 +299,7 @@ def _wait_for_checkpoint(process: subprocess.Popen, state: Path, timeout: float 
     pytest.fail("no checkpoint appeared")
 
 
-MANY = {**LONG, "steps": 400, "checkpoint_every": 5}  # long enough to be killed mid-way
+MANY = {**LONG, "steps": 400, "checkpoint_every": 5, "eval_every": 4}  # long enough to be killed mid-way
 
 
 @pytest.fixture(scope="module")
@@ -326,6 +327,8 @@ def test_a_killed_run_continues_on_rerun_and_ends_as_an_uninterrupted_one(corpus
     assert result["resumed_from"] is not None
     assert [row["step"] for row in _curve_steps(output)] == list(range(1, MANY["steps"] + 1))
     _assert_weights_close(uninterrupted_many, output, atol=1e-6)
+    expected = json.loads((uninterrupted_many / "metrics.json").read_text())["heldout_curve"]
+    assert [row["step"] for row in result["heldout_curve"]] == [row["step"] for row in expected] == list(range(4, 401, 4))
     assert not state.exists()
 
 
@@ -349,3 +352,28 @@ def test_masked_baselines_by_hand():
     # 2 masked positions per row: row 1 (all 3s) is right for both, row 2 (all distinct, no 3) for neither.
     assert result["most_frequent"] == [0.5]
     assert result["copy_neighbour"] == [0.5]
+
+
+# -- held-out curve and the random-init control -----------------------------------------------------
+
+
+def test_held_out_accuracy_is_a_curve_every_eval_every_steps_and_measuring_changes_no_weight(corpus, uninterrupted, tmp_path):
+    settings = {**LONG, "eval_every": 4}
+    result = _run(corpus, tmp_path / "model", settings, state=tmp_path / "state")
+    assert [row["step"] for row in result["heldout_curve"]] == [4, 8, 12]
+    assert result["heldout_masked_accuracy"] == result["heldout_curve"][-1]["masked_accuracy"]
+    with open(tmp_path / "model" / "heldout_curve.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["step"] for r in rows] == ["4", "8", "12"] and list(rows[0]) == ["step", "masked_accuracy_l1"]
+    _assert_weights_close(uninterrupted, tmp_path / "model", atol=0)  # measuring changes no weight
+
+
+def test_zero_steps_saves_the_seeded_initial_weights_the_random_init_control(corpus, tmp_path):
+    result = _run(corpus, tmp_path / "random", {**RUN, "steps": 0})
+    again = _run(corpus, tmp_path / "again", {**RUN, "steps": 0})
+    _assert_weights_close(tmp_path / "random", tmp_path / "again", atol=0)
+    trained = _run(corpus, tmp_path / "trained", RUN)
+    assert any(not torch.equal(a, b) for a, b in zip(_weights(tmp_path / "random").values(), _weights(tmp_path / "trained").values()))
+    assert result["final_loss"] is None and [row["step"] for row in result["heldout_curve"]] == [0]
+    assert not (tmp_path / "random" / "curves.csv").exists()
+    assert trained["heldout_masked_accuracy"][0] > result["heldout_masked_accuracy"][0]

@@ -13,12 +13,12 @@ STAGE_VERSIONS = {
     "train_tokenizer": 3,
     "evaluate_tokenizer": 1,
     "tokenize_genome": 1,
-    "pretrain_mlm": 1,
+    "pretrain_mlm": 2,
     "prepare_dataset": 1,
     "finetune": 1,
     "kmer_baseline": 1,
     "linear_probe": 1,
-    "make_tables": 2,
+    "make_tables": 3,
 }
 
 

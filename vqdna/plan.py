@@ -39,7 +39,8 @@ from vqdna import VqdnaError
 from vqdna.sources import is_local, parse_archive_source
 
 SPLITS = ("train", "dev", "test")
-TABLE_FILES = tuple(f"table{n}" for n in range(1, 8)) + ("summary",)
+# The paper's tables, our methods compared (with paired bootstrap intervals), and the summary of every result.
+TABLE_FILES = tuple(f"table{n}" for n in range(1, 8)) + ("comparison", "paired", "summary")
 
 # Keys of a `tokenizers:` entry that only change how it is measured
 # (vqdna.tokenizer.evaluate.TokenizerEvalConfig): they go to evaluate_tokenizer,
@@ -47,6 +48,9 @@ TABLE_FILES = tuple(f"table{n}" for n in range(1, 8)) + ("summary",)
 _TOKENIZER_EVALUATION_KEYS = frozenset({"heldout_windows", "probe_windows"})
 # How many GPUs and nodes a run uses: resources, results do not depend on them.
 _LAUNCH_KEYS = frozenset({"gpus", "nodes"})
+# Keys of a `runs:` entry that belong to fine-tuning, not pretraining: changing one
+# reruns that run's fine-tuning jobs only.
+_RUN_FINETUNE_KEYS = frozenset({"finetune_mode"})
 # Columns of the datasets sheet that change the prepared dataset (the rest are
 # fine-tuning settings, read by the finetune rule).
 _DATASET_BUILD_KEYS = frozenset(
@@ -206,6 +210,7 @@ class Run:
     settings: Mapping[str, Any]  # the config entry; a variant's is its base's with the swept key set
     tokenizer: str
     pretrained: str | None  # an encoder folder made elsewhere, fine-tuned as it is; None: pretrained by the workflow
+    encoder_run: str | None  # the run whose pretraining made its encoder: itself, another run here, None (from elsewhere)
     variant_of: str | None
     ablation: tuple[AblationPoint, ...]
 
@@ -220,8 +225,8 @@ class Run:
 
     @property
     def model_settings(self) -> dict[str, Any]:
-        """The entry less its launch keys."""
-        return {k: v for k, v in self.settings.items() if k not in _LAUNCH_KEYS}
+        """The entry less its launch keys and its fine-tuning keys: what pretraining reads."""
+        return {k: v for k, v in self.settings.items() if k not in _LAUNCH_KEYS | _RUN_FINETUNE_KEYS}
 
     @property
     def weights(self) -> str:
@@ -358,22 +363,40 @@ class Plan:
             "dataset": _dataset_files(dataset),
         }
 
+    def finetune_settings_of(self, run: str) -> dict[str, Any]:
+        """The `finetune:` block less runs and seeds, with the run's own `finetune_mode` where it sets one."""
+        settings = dict(self.finetune_settings)
+        if "finetune_mode" in self.runs[run].settings:
+            settings["mode"] = self.runs[run].settings["finetune_mode"]
+        return settings
+
     def probe_inputs(self, tokenizer: str, dataset: str) -> dict[str, str | list[str]]:
         return {**self.tokenizers[tokenizer].inputs, "dataset": _dataset_files(dataset)}
 
     @property
     def table_inputs(self) -> dict[str, list[str]]:
+        """Every metrics.json the tables read; the predictions.parquet beside each come from the same jobs."""
+        finetuned = {job.run for job in self.finetune_jobs}
         return {
             "finetune": [job.metrics(seed) for job in self.finetune_jobs for seed in self.finetune_seeds],
             "kmer": [job.metrics for job in self.kmer_jobs],
             "probe": [job.metrics for job in self.probe_jobs],
             "tokenizers": [f"results/tokenizers/{name}/metrics.json" for name in self.trained_tokenizers],
+            # held-out masked-code accuracy beside each fine-tuned run's scores (an encoder from elsewhere has none)
+            "pretrain": [
+                f"results/pretrain/{name}/metrics.json"
+                for name in sorted({self.runs[run].encoder_run for run in finetuned} - {None})
+            ],
         }
 
     @property
     def tables_plan(self) -> dict[str, dict]:
-        """What `vqdna tables` needs to know of the config: each run's tokenizer and type, sweep values."""
-        runs = sorted({job.run for job in self.finetune_jobs})
+        """What `vqdna tables` needs to know of the config: each run's tokenizer and type, sweep values,
+        whether it is the random-init control (`steps: 0`) and its own fine-tuning mode; ``order``: its place
+        in the config, which the JSON's sorted keys would otherwise lose (paired comparisons are A minus B,
+        A first in the config)."""
+        finetuned = {job.run for job in self.finetune_jobs}
+        in_config_order = [name for name in self.runs if name in finetuned]  # sweep variants after the config's own runs
         return {
             "runs": {
                 name: {
@@ -381,8 +404,12 @@ class Plan:
                     "type": self.tokenizers[self.runs[name].tokenizer].type,
                     "variant_of": self.runs[name].variant_of,
                     "ablation": [point.as_json() for point in self.runs[name].ablation],
+                    "control": self.runs[name].settings.get("steps") == 0,
+                    "encoder_run": self.runs[name].encoder_run,
+                    "finetune_mode": self.runs[name].settings.get("finetune_mode"),
+                    "order": order,
                 }
-                for name in runs
+                for order, name in enumerate(in_config_order)
             },
             "tokenizers": {
                 name: {
@@ -429,7 +456,8 @@ def build_plan(config: Mapping[str, Any], schemas: Path) -> Plan:
         for name, entry in tokenizer_sweeps.entries.items()
     }
     runs = {
-        name: _run(name, entry, run_sweeps, tokenizers, genomes, genome_sheet) for name, entry in run_sweeps.entries.items()
+        name: _run(name, entry, run_sweeps, tokenizers, genomes, genome_sheet, _pretrained_here(run_sweeps.entries))
+        for name, entry in run_sweeps.entries.items()
     }
     finetune = config["finetune"]
     for name in finetune["runs"]:
@@ -653,11 +681,21 @@ def _run(
     tokenizers: Mapping[str, Tokenizer],
     genomes: Mapping[str, Genome],
     sheet: str,
+    pretrained_here: Mapping[str, tuple[str, str]],
 ) -> Run:
     if entry["tokenizer"] not in tokenizers:
         raise VqdnaError(f"runs.{name}.tokenizer: no tokenizer named {entry['tokenizer']!r}")
+    encoder_run = name
     if "pretrained" in entry:
-        _check_folder(f"runs.{name}.pretrained", entry["pretrained"], "model.safetensors")
+        other = pretrained_here.get(str(Path(entry["pretrained"])))
+        encoder_run = other[0] if other else None
+        if other is None:
+            _check_folder(f"runs.{name}.pretrained", entry["pretrained"], "model.safetensors")
+        elif other[1] != entry["tokenizer"]:
+            raise VqdnaError(
+                f"runs.{name}: pretrained {entry['pretrained']} is run {other[0]}'s encoder, pretrained on tokenizer {other[1]}, "
+                f"not {entry['tokenizer']}"
+            )
     else:
         _check_genomes(f"runs.{name}.pretrain_genomes", entry["pretrain_genomes"], genomes, sheet)
     return Run(
@@ -665,9 +703,24 @@ def _run(
         settings=_frozen(entry),
         tokenizer=entry["tokenizer"],
         pretrained=entry.get("pretrained"),
+        encoder_run=encoder_run,
         variant_of=sweeps.variant_of.get(name),
         ablation=sweeps.points.get(name, ()),
     )
+
+
+def _pretrained_here(entries: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[str, str]]:
+    """results/pretrain/RUN -> (RUN, its tokenizer) for each run the workflow pretrains.
+
+    Another run's `pretrained` may name such a folder before it exists: its
+    weights are then an input, so Snakemake pretrains that run first (e.g. a
+    pretrained encoder fine-tuned a second way).
+    """
+    return {
+        str(Path(f"results/pretrain/{name}")): (name, entry["tokenizer"])
+        for name, entry in entries.items()
+        if "pretrained" not in entry
+    }
 
 
 def _split_list(text: str | None) -> list[str]:

@@ -9,7 +9,7 @@ IUPAC ambiguity letters to N; any other character is an error).
 
 A model is a pretrained encoder folder (``results/pretrain/{run}/``) or a
 fine-tuned run folder (``results/finetune/{run}/{dataset}/seed{seed}/`` with
-``adapter/``). A run's base model is the folder its adapter recorded; the
+``adapter/``, or ``model/`` after full fine-tuning: a whole model, read as it is). A LoRA run's base model is the folder its adapter recorded; the
 workflow records it relative to its working directory, so it is looked up as
 given, then under every folder above the run (``--pretrained`` overrides). Where
 the run's metrics.json holds the base weights' fingerprint, the base model found
@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fas")
 CSV_SUFFIXES = (".csv",)
 ADAPTER = "adapter"
+FULL_MODEL = "model"  # a fully fine-tuned run's whole model (finetune.mode: full)
 # The classifier's last Linear (VqdnaForSequenceClassification.classifier[3]), as peft saves it: its rows are the labels.
 HEAD_OUTPUT_WEIGHT = "base_model.model.classifier.3.weight"
 
@@ -129,7 +130,12 @@ def read_sequences(path: str | Path) -> Sequences:
 
 
 def is_finetuned_run(model_dir: Path) -> bool:
-    return (model_dir / ADAPTER / "adapter_config.json").is_file()
+    return (model_dir / ADAPTER / "adapter_config.json").is_file() or (model_dir / FULL_MODEL / "config.json").is_file()
+
+
+def classifier_of(model: PeftModel | VqdnaForSequenceClassification) -> VqdnaForSequenceClassification:
+    """The classifier under a LoRA wrapper (adapters still applied), or the fully fine-tuned model itself."""
+    return model.get_base_model() if isinstance(model, PeftModel) else model
 
 
 def _run_metrics(run_dir: Path) -> dict:
@@ -180,8 +186,11 @@ def _num_labels(run_dir: Path) -> int:
         return saved.get_slice(HEAD_OUTPUT_WEIGHT).get_shape()[0]
 
 
-def load_finetuned(run_dir: Path, pretrained_dir: str | Path | None = None) -> tuple[PeftModel, Path]:
-    """The run's base model + LoRA adapter + head, ready for inference; also the base folder used."""
+def load_finetuned(run_dir: Path, pretrained_dir: str | Path | None = None) -> tuple[PeftModel | VqdnaForSequenceClassification, Path]:
+    """The run's base model + LoRA adapter + head (or its whole fully fine-tuned model), ready for inference; also the base folder used."""
+    if (run_dir / FULL_MODEL / "config.json").is_file():
+        with _without_load_report():
+            return VqdnaForSequenceClassification.from_pretrained(run_dir / FULL_MODEL).eval(), run_dir / FULL_MODEL
     base_dir = base_model_dir(run_dir, pretrained_dir)
     num_labels = _num_labels(run_dir)
     with _without_load_report():
@@ -201,7 +210,7 @@ def load_encoder(model_dir: Path, pretrained_dir: str | Path | None = None) -> t
     """The encoder of a pretrained folder, or a fine-tuned run's LoRA-adapted encoder; its config; its base folder."""
     if is_finetuned_run(model_dir):
         model, base_dir = load_finetuned(model_dir, pretrained_dir)
-        return model.get_base_model().vqdna, model.config, base_dir
+        return classifier_of(model).vqdna, model.config, base_dir
     if not (model_dir / "config.json").is_file():
         raise VqdnaError(f"{model_dir}: not a pretrained model folder (config.json) or a fine-tuned run ({ADAPTER}/)")
     with _without_load_report():
@@ -358,7 +367,7 @@ def predict(
     model_dir, output_path = Path(model_dir), Path(output_path)
     _check_output_type(output_path, ("csv", "parquet"))
     if not is_finetuned_run(model_dir):
-        raise VqdnaError(f"{model_dir}: not a fine-tuned run ({ADAPTER}/adapter_config.json missing); predict needs one, embed takes a pretrained folder")
+        raise VqdnaError(f"{model_dir}: not a fine-tuned run (neither {ADAPTER}/adapter_config.json nor {FULL_MODEL}/config.json); predict needs one, embed takes a pretrained folder")
     sequences = read_sequences(input_path)
     device = choose_device(device, threads)
     model, base_dir = load_finetuned(model_dir, pretrained_dir)
@@ -371,7 +380,7 @@ def predict(
     columns = {"id": pa.array(sequences.ids, pa.string())}
     if sequences.labels is not None:
         columns["label"] = sequences.labels
-    columns |= _prediction_columns(logits, model.get_base_model().is_regression)
+    columns |= _prediction_columns(logits, classifier_of(model).is_regression)
     _write_table(
         output_path, pa.table(columns), tokenizer=model.config.tokenizer_name, tokenizer_hash=tokenizer.hash,
         model=str(model_dir), pretrained=str(base_dir), dataset=run.get("dataset"), input=str(input_path),

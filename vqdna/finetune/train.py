@@ -1,6 +1,8 @@
-"""Stage 3: LoRA fine-tuning of a pretrained encoder on one dataset and seed.
+"""Stage 3: fine-tuning of a pretrained encoder on one dataset and seed, with LoRA (the paper) or in full.
 
-Frozen tokenizer -> codes; pretrained encoder with LoRA adapters (peft) and an
+Frozen tokenizer -> codes; pretrained encoder with LoRA adapters (peft), or
+every encoder weight trained (``mode: full``: the fair setting for a randomly
+initialised control, whose frozen random weights LoRA could not fix), and an
 MLP head on mean-pooled states; AdamW with linear warm-up and decay; the dev
 split is scored after every epoch and the best epoch's adapters and head are
 kept; the test split is scored once, at the end, with that best state.
@@ -52,6 +54,8 @@ from vqdna.tokenizer.api import Tokenizer, VQTokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
 
+FINETUNE_MODES = ("lora", "full")
+
 
 @dataclass
 class LoraSettings:
@@ -70,6 +74,9 @@ class LoraSettings:
 class FinetuneSettings:
     """The ``finetune:`` block of the config, less ``runs`` and ``seeds`` (the workflow expands those)."""
 
+    # lora: adapters on a frozen encoder (the paper); full: every weight but the
+    # tokenizer's codebooks is trained. Saved as adapter/ or model/ in the run folder.
+    mode: str = "lora"
     lora: LoraSettings = field(default_factory=LoraSettings)
     weight_decay: float = 0.01
     gradient_checkpointing: bool = False
@@ -77,13 +84,19 @@ class FinetuneSettings:
     # kernel on CPU, which has no dropout: the math kernel it otherwise falls back to
     # holds batch x heads x L x L scores (CPU, 8k nt: 14.6 GB at 0.1; 32k fits only at 0).
     attention_dropout: float | None = None
+    # None keeps the pretrained encoder's (0.1). On CPU its Bernoulli draws were a fifth of
+    # a small encoder's step (profiled: 32 x 101 nt, 4 x 128): small models may do without.
+    hidden_dropout: float | None = None
     eval_batch_size: int = 128
 
     @classmethod
     def from_settings(cls, settings: dict) -> "FinetuneSettings":
         settings = {k: v for k, v in settings.items() if k not in ("runs", "seeds")}
         lora = LoraSettings(**settings.pop("lora", {}))
-        return cls(lora=lora, **settings)
+        options = cls(lora=lora, **settings)
+        if options.mode not in FINETUNE_MODES:
+            raise VqdnaError(f"finetune.mode: {options.mode!r} is not one of {', '.join(FINETUNE_MODES)}")
+        return options
 
 
 def weights_fingerprint(named_tensors: dict[str, torch.Tensor], prefix: str = "vqdna.") -> str:
@@ -176,11 +189,15 @@ class Split:
 
 def load_model(
     spec: DatasetSpec, options: FinetuneSettings, pretrained_dir: str | Path, tokenizer_dir: str | Path, device: torch.device
-) -> tuple[PeftModel, Tokenizer]:
-    """The pretrained encoder with a new head and LoRA adapters on ``device``, and the tokenizer it was pretrained on."""
+) -> tuple[PeftModel | VqdnaForSequenceClassification, Tokenizer]:
+    """The pretrained encoder with a new head (and LoRA adapters) on ``device``, and the tokenizer it was pretrained on."""
     if not (Path(pretrained_dir) / "config.json").is_file():
         raise VqdnaError(f"{pretrained_dir}: not a pretrained model folder (config.json missing)")
-    overrides = {} if options.attention_dropout is None else {"attention_probs_dropout_prob": options.attention_dropout}
+    overrides = {
+        key: value
+        for key, value in (("attention_probs_dropout_prob", options.attention_dropout), ("hidden_dropout_prob", options.hidden_dropout))
+        if value is not None
+    }
     model = VqdnaForSequenceClassification.from_pretrained(
         pretrained_dir,
         **overrides,
@@ -192,9 +209,11 @@ def load_model(
         model.config.tokenizer_hash, tokenizer.hash, made=f"{pretrained_dir} was pretrained on", given=tokenizer_dir,
         remedy="rerun pretraining with this tokenizer",
     )
-    _check_targets(model, options.lora.target_modules)
     if options.gradient_checkpointing:
         enable_gradient_checkpointing(model)
+    if options.mode == "full":  # the code embeddings stay frozen: they are the tokenizer's codebooks
+        return model.to(device), tokenizer
+    _check_targets(model, options.lora.target_modules)
     lora = LoraConfig(
         task_type="SEQ_CLS",
         r=options.lora.r,
@@ -227,7 +246,7 @@ def _batches(
 
 
 def train_epochs(
-    model: PeftModel, spec: DatasetSpec, options: FinetuneSettings, splits: dict[str, Split], seed: int, device: torch.device
+    model: PeftModel | VqdnaForSequenceClassification, spec: DatasetSpec, options: FinetuneSettings, splits: dict[str, Split], seed: int, device: torch.device
 ) -> tuple[list[dict], int, float]:
     """Train for ``spec.epochs`` epochs, scoring dev after each; the model ends with its best epoch's weights.
 
@@ -290,11 +309,12 @@ def finetune(
     threads: int | None = None,
     device: str | None = None,
 ) -> dict:
-    """Fine-tune on ``dataset_dir`` and write metrics.json, predictions.parquet and adapter/ to ``output_dir``."""
+    """Fine-tune on ``dataset_dir`` and write metrics.json, predictions.parquet and adapter/ (or model/) to ``output_dir``."""
     options = FinetuneSettings.from_settings(settings)
     device = choose_device(device, threads)
     torch.manual_seed(seed)  # the head's and the adapters' initial weights, and dropout
     model, tokenizer = load_model(spec, options, pretrained_dir, tokenizer_dir, device)
+    pretrained_sha256 = weights_fingerprint(dict(model.named_parameters()))  # before training: in full mode it changes
     splits = read_splits(tokenizer, dataset_dir, spec.max_length)
 
     started = time.time()
@@ -312,14 +332,16 @@ def finetune(
         "train_seconds": round(time.time() - started, 1),
         "pretrained": str(pretrained_dir),
         "tokenizer_hash": tokenizer.hash,
-        "base_weights_sha256": weights_fingerprint(dict(model.named_parameters())),
+        "base_weights_sha256": pretrained_sha256,
         **model_size(model, tokenizer, test.codes),
-        "lora": asdict(options.lora),
+        "mode": options.mode,
+        **({"lora": asdict(options.lora)} if options.mode == "lora" else {}),
         "attention_dropout": model.config.attention_probs_dropout_prob,
+        "hidden_dropout": model.config.hidden_dropout_prob,
     }
     log.info("%s seed %d test %s", spec.dataset, seed, test_metrics)
     with atomic_dir(output_dir) as tmp:
-        model.save_pretrained(tmp / "adapter")
+        model.save_pretrained(tmp / ("adapter" if options.mode == "lora" else "model"))
         _write_predictions(tmp / "predictions.parquet", spec, test.labels, predictions, test_logits)
         write_json(tmp / "metrics.json", result)
     return result

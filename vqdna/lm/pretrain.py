@@ -86,7 +86,11 @@ ENCODER_KEYS = (
 
 @dataclass
 class PretrainConfig:
-    """A ``runs:`` entry. Defaults follow the paper's stage 2."""
+    """A ``runs:`` entry. Defaults follow the paper's stage 2.
+
+    ``steps: 0`` saves the seeded initial weights untrained: the random-init
+    control, fine-tuned beside the pretrained encoder to show what pretraining adds.
+    """
 
     tokenizer: str = ""
     pretrain_genomes: list[str] = field(default_factory=list)
@@ -100,6 +104,9 @@ class PretrainConfig:
     max_length: int | None = None  # cut windows into pieces of this many tokens; None: whole windows
     grad_accum_steps: int = 1  # micro-batches per rank and step; batch_size stays the global batch
     log_every: int = 100
+    # Steps between held-out masked-code accuracy measurements (a curve in
+    # metrics.json and heldout_curve.csv); the last step is always measured. 0: only the last.
+    eval_every: int = 5000
     checkpoint_every: int = 1000  # steps between resumable checkpoints (0: none)
     keep_checkpoints: int = 2
     heldout_windows: int = 1024
@@ -107,7 +114,7 @@ class PretrainConfig:
 
     def fingerprint_settings(self) -> dict:
         """The settings a checkpoint's numbers depend on (not how often it logs or checkpoints)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("log_every", "checkpoint_every", "keep_checkpoints")}
+        return {k: v for k, v in asdict(self).items() if k not in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints")}
 
     @classmethod
     def from_settings(cls, name: str, settings: dict) -> "PretrainConfig":
@@ -121,8 +128,8 @@ class PretrainConfig:
             raise VqdnaError(f"runs.{name}.encoder: unknown key(s) {', '.join(bad)}; known: {', '.join(ENCODER_KEYS)}")
         if not 0 < config.mask_ratio < 1:
             raise VqdnaError(f"runs.{name}: mask_ratio must lie in (0, 1), got {config.mask_ratio}")
-        if config.steps < 1 or config.batch_size < 1 or config.grad_accum_steps < 1:
-            raise VqdnaError(f"runs.{name}: steps, batch_size and grad_accum_steps must be positive")
+        if config.steps < 0 or config.batch_size < 1 or config.grad_accum_steps < 1:
+            raise VqdnaError(f"runs.{name}: batch_size and grad_accum_steps must be positive, steps 0 or more")
         return config
 
 
@@ -391,6 +398,7 @@ class TrainingState:
     schedule: LRScheduler
     step: int = 0
     curves: list[dict] = field(default_factory=list)
+    heldout_curve: list[dict] = field(default_factory=list)  # held-out masked-code accuracy per level, every eval_every steps
 
 
 def train_step(step_model: torch.nn.Module, run: PretrainConfig, codes: WindowCodes, step: int, process: Process) -> torch.Tensor:
@@ -471,7 +479,9 @@ def _pretrain(
         process.rank, process.world, process.device,
     )
     started = time.time()
-    _train(name, run, training, corpus.train, state, process)
+    _train(name, run, training, corpus, state, process)
+    if run.steps == 0:  # the random-init control: its curve is one point, the untrained model's
+        _measure_heldout(run, training, corpus, process)
 
     result = None
     if process.rank == 0:
@@ -484,20 +494,59 @@ def _pretrain(
             "steps": run.steps,
             "processes": process.world,
             "resumed_from": resumed_from,
-            "final_loss": training.curves[-1]["loss"],
-            "heldout_masked_accuracy": masked_accuracy(training.model, corpus.heldout, run.seed, run.mask_ratio, process.device),
+            "final_loss": training.curves[-1]["loss"] if training.curves else None,  # None: steps 0
+            "heldout_masked_accuracy": training.heldout_curve[-1]["masked_accuracy"],
+            "heldout_curve": training.heldout_curve,
             "heldout_baselines": masked_baselines(corpus.heldout, most_frequent_codes(corpus.train), run.seed, run.mask_ratio),
             "train_seconds": round(time.time() - started, 1),
+            "budget": training_budget(run, training.model, corpus.train),
             "run_config": asdict(run),
         }
         with atomic_dir(output_dir) as tmp:
             training.model.save_pretrained(tmp)
             write_json(tmp / "metrics.json", result)
-            write_csv(tmp / "curves.csv", training.curves)
+            if training.curves:
+                write_csv(tmp / "curves.csv", training.curves)
+            write_csv(tmp / "heldout_curve.csv", [_curve_columns(row) for row in training.heldout_curve])
         if state is not None:
             clear_state(state.path)
     barrier()
     return broadcast_object(result)
+
+
+def training_budget(run: PretrainConfig, model: VqdnaForMaskedLM, train: WindowCodes) -> dict:
+    """What a run's steps cost: windows and tokens read, and training FLOPs, so runs on different tokenizers compare.
+
+    Tokens are estimated from the mean train window (every window is read about
+    equally often). FLOPs per token: 6 N for the encoder's matmul weights N
+    (forward and backward) plus 12 * layers * hidden * T for attention over T
+    tokens (the mean window); the MLM heads, which run on masked positions
+    only, are left out.
+    """
+    windows = run.steps * run.batch_size
+    mean_tokens = float(np.mean(train.lengths)) if len(train) else 0.0
+    config = model.config
+    matmul = sum(m.weight.numel() for m in model.vqdna.layers.modules() if isinstance(m, torch.nn.Linear))
+    per_token = 6 * matmul + 12 * config.num_hidden_layers * config.hidden_size * mean_tokens
+    return {
+        "windows": windows,
+        "tokens": round(windows * mean_tokens),
+        "mean_tokens_per_window": round(mean_tokens, 2),
+        "train_tflops": round(windows * mean_tokens * per_token / 1e12, 3),
+    }
+
+
+def _curve_columns(row: dict) -> dict:
+    """A held-out curve row as CSV columns: step, masked_accuracy_l1, masked_accuracy_l2, ..."""
+    return {"step": row["step"], **{f"masked_accuracy_l{n + 1}": value for n, value in enumerate(row["masked_accuracy"])}}
+
+
+def _measure_heldout(run: PretrainConfig, training: TrainingState, corpus: Corpus, process: Process) -> None:
+    """Append the held-out masked-code accuracy at ``training.step`` to the curve (rank 0; the others go on)."""
+    if process.rank == 0:
+        accuracy = masked_accuracy(training.model, corpus.heldout, run.seed, run.mask_ratio, process.device)
+        training.heldout_curve.append({"step": training.step, "masked_accuracy": accuracy})
+        log.info("step %d held-out masked-code accuracy %s", training.step, " ".join(f"{a:.4f}" for a in accuracy))
 
 
 def _trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -537,15 +586,16 @@ def _start_training(
         training.schedule.load_state_dict(saved["schedule"])
         _set_rng_state(saved["rng"], process.rank)
         training.step, training.curves = saved["step"], saved["curves"]
+        training.heldout_curve = saved.get("heldout_curve", [])
         log.info("run %s: resumed from %s (step %d of %d)", name, found, training.step, run.steps)
     model.to(process.device).train()
     _move_optimizer_state(optimizer, process.device)
     return training, None if found is None else str(found)
 
 
-def _train(name: str, run: PretrainConfig, training: TrainingState, codes: MappedCodes, state: StateFolder | None, process: Process) -> None:
-    """Steps from the one after ``training.step`` to ``run.steps``, logging and checkpointing on the way."""
-    model, optimizer, schedule = training.model, training.optimizer, training.schedule
+def _train(name: str, run: PretrainConfig, training: TrainingState, corpus: Corpus, state: StateFolder | None, process: Process) -> None:
+    """Steps from the one after ``training.step`` to ``run.steps``, logging, measuring and checkpointing on the way."""
+    model, optimizer, schedule, codes = training.model, training.optimizer, training.schedule, corpus.train
     device = process.device
     step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if process.world > 1 else model
     trainable = _trainable(model)
@@ -563,6 +613,8 @@ def _train(name: str, run: PretrainConfig, training: TrainingState, codes: Mappe
                 check_finite_loss(loss, step, f"runs.{name}")
                 training.curves.append({"step": step, "loss": loss, "learning_rate": schedule.get_last_lr()[0], "seconds": round(time.time() - started, 1)})
                 log.info("step %d loss %.4f", step, loss)
+            if (run.eval_every and step % run.eval_every == 0) or step == run.steps:
+                _measure_heldout(run, training, corpus, process)
             stopping = stop.anywhere(device)
             due = state is not None and run.checkpoint_every and step % run.checkpoint_every == 0 and step < run.steps
             if due or stopping:
@@ -588,6 +640,7 @@ def _checkpoint(state: StateFolder, training: TrainingState, process: Process) -
             "schedule": training.schedule.state_dict(),
             "rng": rng,
             "curves": training.curves,
+            "heldout_curve": training.heldout_curve,
         }
         folder = save_checkpoint(state.path, training.step, state.fingerprint, training.model, trainer_state, keep=state.keep)
         log.info("step %d: checkpoint %s", training.step, folder)

@@ -200,8 +200,8 @@ def get_finetune_spec(wildcards):
 
 
 def get_finetune_settings(wildcards):
-    """The `finetune:` block less `runs` and `seeds`: adding a seed or a run reruns no existing job."""
-    return canonical_json(PLAN.finetune_settings)
+    """The `finetune:` block less `runs` and `seeds` (and the run's `finetune_mode`): adding a seed or a run reruns no existing job."""
+    return canonical_json(PLAN.finetune_settings_of(wildcards.run))
 
 
 def get_kmer_settings(wildcards):
