@@ -2,7 +2,7 @@
 
 The scripts under benchmarks/ are not tests and call into the package's internals: run here, a rename that breaks
 one fails CI rather than the next person who needs its numbers. --smoke changes only sizes, so the smoke run goes
-through the real run's code. gpu_check.py is run by tests/test_gpu_check.py.
+through the real run's code. gpu_check.py is run by tests/test_gpu_check.py, small.py by tests/test_compare.py.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from helpers import data_file, tiny_pretrained
+from helpers import data_file
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
 LIBRARIES = ["machine", "smoke", "timing"]  # imported by the scripts, never run
-RUN_ELSEWHERE = ["gpu_check"]  # tests/test_gpu_check.py
+RUN_ELSEWHERE = ["gpu_check", "small", "small_dev"]  # tests/test_gpu_check.py; tests/test_compare.py (it reads a finished run's tables); tests/test_workflow.py (it fine-tunes the shared run's encoder)
 
 
 class Expected(NamedTuple):
@@ -47,10 +47,6 @@ SCRIPTS = {
         data=("genomes/GCF_000005845.2_ASM584v2_genomic.fna.gz", "genomes/lambda_virus.fa", "genomes/22_20-21M.fa"),
         beside=(".md", "| 98.2 | not measured |"),  # our K = 128 cell beside the paper's Rec.
     ),
-    "pretrained_vs_random": Expected(
-        "results", "encoder", ["pretrained", "random"], {"dataset", "seed", "test_mcc", "best_dev_mcc"},
-        data=("gue/mouse/0/train.csv", "gue/mouse/0/dev.csv", "gue/mouse/0/test.csv"),
-    ),
 }
 
 
@@ -63,14 +59,6 @@ def run_benchmark(*args: str, test_data: Path | None = None) -> subprocess.Compl
     return subprocess.run([sys.executable, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
 
 
-@pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory, one_torch_thread) -> list[str]:
-    """A tokenizer and its 3-step pretrained encoder: pretrained_vs_random.py compares whichever encoder it is given."""
-    folder = tmp_path_factory.mktemp("tiny_encoder")
-    tiny_pretrained(folder, seed=0)
-    return ["--tokenizer", str(folder / "tokenizer"), "--pretrained", str(folder / "pretrained")]
-
-
 def test_every_benchmark_file_is_run_or_imported_by_a_test():
     assert sorted(path.stem for path in BENCHMARKS.glob("*.py")) == sorted([*SCRIPTS, *LIBRARIES, *RUN_ELSEWHERE])
 
@@ -78,12 +66,11 @@ def test_every_benchmark_file_is_run_or_imported_by_a_test():
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_smoke_run_writes_every_row_with_what_a_reader_needs(script, tmp_path, request):
     expected = SCRIPTS[script]
-    extra = request.getfixturevalue("tiny_encoder") if script == "pretrained_vs_random" else []
     test_data = request.getfixturevalue("test_data") if expected.data else None
     for relative in expected.data:
         data_file(test_data, relative)
     output = tmp_path / f"{script}.json"
-    result = run_benchmark(str(BENCHMARKS / f"{script}.py"), "--smoke", "--output", str(output), *extra, test_data=test_data)
+    result = run_benchmark(str(BENCHMARKS / f"{script}.py"), "--smoke", "--output", str(output), test_data=test_data)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads(output.read_text())
     rows = report[expected.rows]

@@ -342,15 +342,23 @@ def tables_arguments(p: argparse.ArgumentParser) -> None:
         "--published", default=str(Path(__file__).resolve().parents[1] / "resources" / "published"),
         help="folder of the paper's tables as CSV (default: the repository's resources/published)",
     )
-    p.add_argument("--output-dir", required=True, help="folder for table1..7 and summary .csv/.md")
-    p.add_argument("results", nargs="*", help="metrics.json files under results/{finetune,kmer_baseline,probe,tokenizers}/")
+    p.add_argument("--output-dir", required=True, help="folder for table1..7, comparison, paired and summary .csv/.md")
+    p.add_argument("--replicates", type=int, default=1000, help="bootstrap replicates of the paired comparisons (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples (default 0)")
+    p.add_argument(
+        "results", nargs="*",
+        help="metrics.json files under results/{finetune,kmer_baseline,probe,tokenizers,pretrain}/ (predictions.parquet beside them)",
+    )
 
 
 def cmd_tables(args: argparse.Namespace) -> None:
+    from vqdna.evaluation.compare import write_comparison_tables
     from vqdna.tables import read_plan, write_paper_tables, write_tables
 
+    plan = read_plan(args.plan)
     rows = write_tables(args.results, Path(args.output_dir) / "summary.csv", Path(args.output_dir) / "summary.md")
-    written = write_paper_tables(args.results, read_plan(args.plan), args.published, args.output_dir)
+    written = write_paper_tables(args.results, plan, args.published, args.output_dir)
+    written |= write_comparison_tables(args.results, plan, args.output_dir, replicates=args.replicates, seed=args.seed)
     logging.info("summary of %d (run, dataset) results and %s written to %s", len(rows), ", ".join(written), args.output_dir)
 
 
@@ -452,7 +460,7 @@ SUBCOMMANDS = (
     Subcommand("finetune", finetune_arguments, cmd_finetune, "LoRA fine-tuning of a pretrained encoder on one dataset and seed."),
     Subcommand("kmer-baseline", kmer_baseline_arguments, cmd_kmer_baseline, "Bag of 3-6-mers + logistic regression (ridge for regression) on one dataset."),
     Subcommand("probe", probe_arguments, cmd_probe, "Linear probe on frozen features (tokenizer embeddings or encoder states) of one dataset."),
-    Subcommand("tables", tables_arguments, cmd_tables, "The paper's Tables 1-7, ours beside the published numbers, and a summary (CSV and Markdown)."),
+    Subcommand("tables", tables_arguments, cmd_tables, "The paper's Tables 1-7, ours beside the published numbers, our methods compared with paired bootstrap intervals, and a summary (CSV and Markdown)."),
     Subcommand("embed", embed_arguments, cmd_embed, "Mean-pooled encoder embeddings of your sequences (FASTA or CSV) as Parquet: id, length, embedding."),
     Subcommand("predict", predict_arguments, cmd_predict, "Predictions of a fine-tuned run for your sequences (FASTA or CSV) as CSV or Parquet."),
     Subcommand(

@@ -6,6 +6,7 @@ Results are read from their contract paths:
     results/kmer_baseline/{dataset}/seed{seed}/metrics.json      bag of k-mers + logistic regression
     results/probe/{tokenizer}/{dataset}/metrics.json             linear probe on tokenizer features
     results/tokenizers/{tokenizer}/metrics.json                  held-out reconstruction
+    results/pretrain/{run}/metrics.json                          accepted, in no paper table (see vqdna.evaluation.compare)
 
 and a plan written from the config (:func:`read_plan`): each run's tokenizer and
 its type, and each sweep variant's ablation axis and value. Our VQ-VAE and HRQ
@@ -104,8 +105,12 @@ def read_results(paths: list[str | Path]) -> Results:
             results.probe[(parts[-3], parts[-2])] = value
         elif stage == "tokenizers":  # tokenizers/{tokenizer}/metrics.json
             results.tokenizer[parts[-2]] = value
+        elif stage == "pretrain":  # pretrain/{run}/metrics.json: in no paper table (vqdna.evaluation.compare tables it)
+            continue
         else:
-            raise VqdnaError(f"{path}: not a result file the tables know (expected results/{{finetune,kmer_baseline,probe,tokenizers}}/...)")
+            raise VqdnaError(
+                f"{path}: not a result file the tables know (expected results/{{finetune,kmer_baseline,probe,tokenizers,pretrain}}/...)"
+            )
     return results
 
 

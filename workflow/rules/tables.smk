@@ -20,4 +20,4 @@ rule make_tables:
         version=STAGE_VERSIONS["make_tables"],
     shell:
         "python -m vqdna tables --plan {params.plan:q} --output-dir {params.folder}"
-        " {input.finetune} {input.kmer} {input.probe} {input.tokenizers} > {log} 2>&1"
+        " {input.finetune} {input.kmer} {input.probe} {input.tokenizers} {input.pretrain} > {log} 2>&1"
