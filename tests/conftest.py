@@ -81,7 +81,19 @@ def workflow_config(test_data: Path) -> dict:
                 "learning_rate": 1.0e-3,
                 "warmup_steps": 10,
                 "log_every": 20,
+                "eval_every": 50,
                 "heldout_windows": 128,
+            },
+            # The paper in miniature's control (config/small.yaml), shrunk: tiny's encoder never
+            # pretrained (steps 0), fine-tuned in full.
+            "tiny_random": {
+                "tokenizer": "vq512",
+                "pretrain_genomes": WORKFLOW_GENOMES,
+                "encoder": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 256},
+                "steps": 0,
+                "max_length": 128,
+                "heldout_windows": 128,
+                "finetune": {"mode": "full", "learning_rate": 3e-4, "hidden_dropout": 0.0},
             },
             "tiny_kmer": {
                 "tokenizer": "kmer6",
@@ -96,7 +108,7 @@ def workflow_config(test_data: Path) -> dict:
                 "heldout_windows": 64,
             },
         },
-        "finetune": {"runs": ["tiny", "tiny_kmer"], "seeds": [0], "lora": {"r": 8, "alpha": 16, "dropout": 0.05}},
+        "finetune": {"runs": ["tiny", "tiny_kmer", "tiny_random"], "seeds": [0], "lora": {"r": 8, "alpha": 16, "dropout": 0.05}},
         # Every table path on CPU: the k-mer floor on each dataset (default), a probe of every tokenizer,
         # and a Table 7a sweep (one more tokenizer: K = 256; the base's 512 is itself).
         "probe": {"datasets": ["prom_core_notata"]},

@@ -298,3 +298,11 @@ def test_predict_and_embed_read_a_fully_fine_tuned_run(stage3, full_run, tmp_pat
     ours = pq.read_table(tmp_path / "predictions.parquet").column("prediction").to_pylist()
     assert ours == pq.read_table(folder / "full" / "predictions.parquet").column("prediction").to_pylist()
     assert embed(folder / "tokenizer", folder / "full", tmp_path / "test.csv", tmp_path / "embeddings.parquet") == len(sequences)
+
+
+def test_a_run_may_set_its_own_learning_rate_in_place_of_the_datasets(stage3, tmp_path):
+    folder = stage3["folder"]
+    args = (stage3["spec"], {"mode": "full", "learning_rate": 1e-5}, 0, folder / "pretrained", folder / "tokenizer", folder / "dataset")
+    result = finetune(*args, tmp_path / "out", device="cpu")
+    assert result["learning_rate"] == 1e-5 != stage3["spec"].learning_rate
+    assert stage3["result"]["learning_rate"] == stage3["spec"].learning_rate

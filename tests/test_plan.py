@@ -165,9 +165,9 @@ def test_the_tables_plan_marks_the_control_and_keeps_config_order_and_the_tables
     (encoder / "model.safetensors").write_text("")
     runs = {
         "zeta": {"tokenizer": "vq", "pretrain_genomes": ["phage"]},
-        "alpha": {"tokenizer": "vq", "pretrain_genomes": ["phage"], "steps": 0, "finetune_mode": "full"},
+        "alpha": {"tokenizer": "vq", "pretrain_genomes": ["phage"], "steps": 0, "finetune": {"mode": "full"}},
         "elsewhere": {"tokenizer": "vq", "pretrained": str(encoder)},
-        "zeta_full": {"tokenizer": "vq", "pretrained": "results/pretrain/zeta", "finetune_mode": "full"},
+        "zeta_full": {"tokenizer": "vq", "pretrained": "results/pretrain/zeta", "finetune": {"mode": "full"}},
     }
     plan = _plan(_config(tmp_path, runs=runs, finetune={"runs": ["elsewhere", "alpha", "zeta", "zeta_full"]}))
     info = plan.tables_plan["runs"]
@@ -358,15 +358,16 @@ def test_the_module_imports_without_snakemake_torch_pysam_or_pyarrow():
 def test_a_run_may_fine_tune_another_runs_encoder_its_own_way(tmp_path):
     runs = {
         "bert": {"tokenizer": "vq", "pretrain_genomes": ["phage"]},
-        "random": {"tokenizer": "vq", "pretrain_genomes": ["phage"], "steps": 0, "finetune_mode": "full"},
-        "bert_full": {"tokenizer": "vq", "pretrained": "results/pretrain/bert", "finetune_mode": "full"},
+        "random": {"tokenizer": "vq", "pretrain_genomes": ["phage"], "steps": 0, "finetune": {"mode": "full", "learning_rate": 3e-4}},
+        "bert_full": {"tokenizer": "vq", "pretrained": "results/pretrain/bert", "finetune": {"mode": "full"}},
     }
     plan = _plan(_config(tmp_path, runs=runs, finetune={"runs": ["bert", "random", "bert_full"], "mode": "lora"}))
     assert plan.pretrained_runs == ["bert", "random"]  # bert_full is not pretrained again
     assert plan.finetune_inputs("bert_full", "tiles")["pretrained"] == "results/pretrain/bert/model.safetensors"
     assert plan.finetune_settings_of("bert")["mode"] == "lora"
     assert plan.finetune_settings_of("random")["mode"] == "full" == plan.finetune_settings_of("bert_full")["mode"]
-    assert "finetune_mode" not in plan.runs["random"].model_settings  # pretraining never sees it
+    assert plan.finetune_settings_of("random")["learning_rate"] == 3e-4 and "learning_rate" not in plan.finetune_settings_of("bert_full")
+    assert "finetune" not in plan.runs["random"].model_settings  # pretraining never sees it
     runs["bert_full"]["tokenizer"] = "other"
     tokenizers = {"vq": {"type": "vq", "train_genomes": ["phage"]}, "other": {"type": "kmer", "train_genomes": ["phage"]}}
     message = _error(_config(tmp_path, runs=runs, tokenizers=tokenizers, finetune={"runs": ["bert_full"]}))

@@ -194,9 +194,42 @@ def test_results_table_has_a_row_per_run_and_dataset(workflow_run):
     with open(workflow_run.path("results/tables/summary.csv")) as handle:
         rows = list(csv.DictReader(handle))
     assert sorted((r["run"], r["dataset"]) for r in rows) == sorted(
-        (run, dataset) for run in ("tiny", "tiny_kmer") for dataset in ("emp_h3", "mouse_tf_0", "prom_core_notata", "six_genomes")
+        (run, dataset)
+        for run in ("tiny", "tiny_kmer", "tiny_random")
+        for dataset in ("emp_h3", "mouse_tf_0", "prom_core_notata", "six_genomes")
     )
     assert "prom_core_notata" in workflow_run.path("results/tables/summary.md").read_text()
+
+
+def test_the_random_init_control_is_the_untrained_encoder_fine_tuned_in_full(workflow_run):
+    control = json.loads(workflow_run.path("results/pretrain/tiny_random/metrics.json").read_text())
+    pretrained = json.loads(workflow_run.path("results/pretrain/tiny/metrics.json").read_text())
+    assert control["steps"] == 0 and control["final_loss"] is None and [p["step"] for p in control["heldout_curve"]] == [0]
+    assert [p["step"] for p in pretrained["heldout_curve"]] == [50, 100]  # eval_every 50 of 100 steps
+    assert pretrained["heldout_masked_accuracy"][0] > control["heldout_masked_accuracy"][0]
+    for dataset in ("mouse_tf_0", "six_genomes"):
+        run = workflow_run.path(f"results/finetune/tiny_random/{dataset}/seed0")
+        assert json.loads((run / "metrics.json").read_text())["mode"] == "full"
+        assert (run / "model" / "model.safetensors").is_file() and not (run / "adapter").exists()
+        lora = json.loads(workflow_run.path(f"results/finetune/tiny/{dataset}/seed0/metrics.json").read_text())
+        assert lora["mode"] == "lora"
+
+
+def test_the_comparison_tables_pair_every_run_with_the_floor_and_the_control(workflow_run):
+    with open(workflow_run.path("results/tables/paired.csv"), newline="") as handle:
+        paired = list(csv.DictReader(handle))
+    pairs = {(r["method_a"], r["method_b"]) for r in paired}
+    assert {("tiny", "kmer_lr"), ("tiny_random", "kmer_lr"), ("tiny", "tiny_random")} <= pairs
+    average = next(r for r in paired if (r["method_a"], r["method_b"], r["dataset"]) == ("tiny", "tiny_random", "average"))
+    assert float(average["low"]) <= float(average["difference"]) <= float(average["high"])
+    assert int(average["datasets"]) == 4
+    with open(workflow_run.path("results/tables/comparison.csv"), newline="") as handle:
+        comparison = list(csv.DictReader(handle))
+    scores = {(r["dataset"], r["method"]) for r in comparison if r["section"] == "score"}
+    assert ("mouse_tf_0", "tiny_random") in scores and ("mouse_tf_0", "kmer_lr") in scores
+    masked = {r["run"]: float(r["value"]) for r in comparison if r["section"] == "pretrain" and r["quantity"] == "masked_accuracy"}
+    assert masked["tiny"] > masked["tiny_random"]
+    assert "tiny_random" in workflow_run.path("results/tables/comparison.md").read_text()
 
 
 def _table_cells(path) -> dict[tuple[str, str, str], dict]:
@@ -370,6 +403,21 @@ def _job_counts(output: str) -> dict[str, int]:
     return counts
 
 
+def test_small_dry_run_plans_the_paper_in_miniature(tmp_path):
+    """config/small.yaml: four tokenizers, their four runs, the control and the pretrained encoder fine-tuned in full."""
+    shutil.copytree(REPO / "config", tmp_path / "config")  # a fresh folder: nothing built yet, every job planned
+    result = _in_repo("--dry-run", "--cores", "1", "--directory", str(tmp_path), "--configfile", "config/small.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = _job_counts(result.stdout + result.stderr)
+    config = yaml.safe_load((REPO / "config" / "small.yaml").read_text())
+    assert len(config["finetune"]["runs"]) == 6 and config["finetune"]["seeds"] == [0, 1, 2]
+    assert counts["train_tokenizer"] == counts["evaluate_tokenizer"] == 4
+    assert counts["tokenize_genome"] == 4 * 6
+    assert counts["pretrain_mlm"] == 5  # vq_bert_full fine-tunes vq_bert's encoder: not pretrained again
+    assert counts["finetune"] == 6 * 3 * 3
+    assert counts["linear_probe"] == 4 * 3 and counts["kmer_baseline"] == counts["prepare_dataset"] == 3
+
+
 def test_reproduce_dry_run_plans_every_table_job():
     """config/reproduce.yaml: datasets x seeds x runs, sweep variants, probes and baselines, counted from the sheets."""
     result = _in_repo("--dry-run", "--cores", "1", "--directory", str(REPO), "--configfile", "config/reproduce.yaml")
@@ -460,3 +508,20 @@ def test_a_changed_tokenizer_retokenizes_its_files_only_and_old_files_are_refuse
         capture_output=True, text=True, env=snakemake_env(), cwd=workdir,
     )
     assert result.returncode == 1 and "hash" in result.stderr.strip().splitlines()[-1]
+
+
+def test_the_dev_grid_fine_tunes_a_variant_of_the_configs_own_settings_and_keeps_dev_scores_only(workflow_run, tmp_path):
+    output = tmp_path / "dev_grid.json"
+    command = [
+        "python", str(REPO / "benchmarks" / "small_dev.py"), "--config", "config/config.yaml", "--results", "results",
+        "--run", "tiny", "--datasets", "six_genomes", "--variant", "full_one_epoch", '{"mode": "full", "epochs": 1}',
+        "--threads", "1", "--output", str(output),
+    ]
+    result = subprocess.run(command, cwd=workflow_run.workdir, env=snakemake_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (row,) = json.loads(output.read_text())["rows"]
+    assert (row["run"], row["dataset"], row["variant"], row["seed"], row["mode"]) == ("tiny", "six_genomes", "full_one_epoch", 0, "full")
+    assert len(row["dev_curve"]) == 1 and row["best_dev"] == row["dev_curve"][0]
+    assert "test" not in json.dumps(row)  # chosen on dev: test scores are never kept
+    again = subprocess.run(command, cwd=workflow_run.workdir, env=snakemake_env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and again.stdout == ""  # done rows are not run again

@@ -278,7 +278,7 @@ def finetune_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrained", required=True, help="pretrained model folder")
     p.add_argument("--tokenizer", required=True, help="tokenizer folder the model was pretrained with")
     p.add_argument("--dataset", required=True, help=DATASET_HELP)
-    p.add_argument("--output", required=True, help="output folder (metrics.json, predictions.parquet, adapter/)")
+    p.add_argument("--output", required=True, help="output folder (metrics.json, predictions.parquet, adapter/ or model/)")
     _compute_options(p)
 
 
@@ -457,7 +457,7 @@ SUBCOMMANDS = (
     Subcommand("tokenize", tokenize_arguments, cmd_tokenize, "Encode a windows file with a trained tokenizer into a token file."),
     Subcommand("pretrain", pretrain_arguments, cmd_pretrain, "Masked-code pretraining of the encoder; saves the model with save_pretrained."),
     Subcommand("prepare-dataset", prepare_dataset_arguments, cmd_prepare_dataset, "Build a labelled dataset (GUE CSVs or genome classification) as Parquet splits."),
-    Subcommand("finetune", finetune_arguments, cmd_finetune, "LoRA fine-tuning of a pretrained encoder on one dataset and seed."),
+    Subcommand("finetune", finetune_arguments, cmd_finetune, "Fine-tuning (LoRA, or full) of a pretrained encoder on one dataset and seed."),
     Subcommand("kmer-baseline", kmer_baseline_arguments, cmd_kmer_baseline, "Bag of 3-6-mers + logistic regression (ridge for regression) on one dataset."),
     Subcommand("probe", probe_arguments, cmd_probe, "Linear probe on frozen features (tokenizer embeddings or encoder states) of one dataset."),
     Subcommand("tables", tables_arguments, cmd_tables, "The paper's Tables 1-7, ours beside the published numbers, our methods compared with paired bootstrap intervals, and a summary (CSV and Markdown)."),

@@ -50,7 +50,7 @@ _TOKENIZER_EVALUATION_KEYS = frozenset({"heldout_windows", "probe_windows"})
 _LAUNCH_KEYS = frozenset({"gpus", "nodes"})
 # Keys of a `runs:` entry that belong to fine-tuning, not pretraining: changing one
 # reruns that run's fine-tuning jobs only.
-_RUN_FINETUNE_KEYS = frozenset({"finetune_mode"})
+_RUN_FINETUNE_KEYS = frozenset({"finetune"})
 # Columns of the datasets sheet that change the prepared dataset (the rest are
 # fine-tuning settings, read by the finetune rule).
 _DATASET_BUILD_KEYS = frozenset(
@@ -364,11 +364,8 @@ class Plan:
         }
 
     def finetune_settings_of(self, run: str) -> dict[str, Any]:
-        """The `finetune:` block less runs and seeds, with the run's own `finetune_mode` where it sets one."""
-        settings = dict(self.finetune_settings)
-        if "finetune_mode" in self.runs[run].settings:
-            settings["mode"] = self.runs[run].settings["finetune_mode"]
-        return settings
+        """The `finetune:` block less runs and seeds, with the keys the run's own `finetune:` sets in their place."""
+        return {**self.finetune_settings, **self.runs[run].settings.get("finetune", {})}
 
     def probe_inputs(self, tokenizer: str, dataset: str) -> dict[str, str | list[str]]:
         return {**self.tokenizers[tokenizer].inputs, "dataset": _dataset_files(dataset)}
@@ -406,7 +403,7 @@ class Plan:
                     "ablation": [point.as_json() for point in self.runs[name].ablation],
                     "control": self.runs[name].settings.get("steps") == 0,
                     "encoder_run": self.runs[name].encoder_run,
-                    "finetune_mode": self.runs[name].settings.get("finetune_mode"),
+                    "finetune_mode": self.finetune_settings_of(name).get("mode"),
                     "order": order,
                 }
                 for order, name in enumerate(in_config_order)

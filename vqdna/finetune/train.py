@@ -77,6 +77,7 @@ class FinetuneSettings:
     # lora: adapters on a frozen encoder (the paper); full: every weight but the
     # tokenizer's codebooks is trained. Saved as adapter/ or model/ in the run folder.
     mode: str = "lora"
+    learning_rate: float | None = None  # None: the dataset's (datasets sheet); a run fine-tuned in full may need its own
     lora: LoraSettings = field(default_factory=LoraSettings)
     weight_decay: float = 0.01
     gradient_checkpointing: bool = False
@@ -256,14 +257,15 @@ def train_epochs(
         raise VqdnaError(f"dataset {spec.dataset}: the train split is empty")
     rng = np.random.default_rng(seed)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=options.weight_decay)
+    learning_rate = options.learning_rate or spec.learning_rate
+    optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=options.weight_decay)
     steps_per_epoch = -(-len(splits["train"].codes) // spec.batch_size)
     schedule = get_linear_schedule_with_warmup(optimizer, spec.warmup_steps, steps_per_epoch * spec.epochs)
     label_dtype = torch.float32 if spec.task == "regression" else torch.long
     log.info(
-        "%s seed %d: %d train / %d dev / %d test, %d epochs x %d steps, %.2fM trainable parameters, %s",
+        "%s seed %d: %d train / %d dev / %d test, %d epochs x %d steps at lr %g, %.2fM trainable parameters, %s",
         spec.dataset, seed, len(splits["train"].codes), len(splits["dev"].codes), len(splits["test"].codes),
-        spec.epochs, steps_per_epoch, sum(p.numel() for p in trainable) / 1e6, device,
+        spec.epochs, steps_per_epoch, learning_rate, sum(p.numel() for p in trainable) / 1e6, device,
     )
 
     history, best_score, best_epoch, best_state = [], -np.inf, 0, None
@@ -335,6 +337,7 @@ def finetune(
         "base_weights_sha256": pretrained_sha256,
         **model_size(model, tokenizer, test.codes),
         "mode": options.mode,
+        "learning_rate": options.learning_rate or spec.learning_rate,
         **({"lora": asdict(options.lora)} if options.mode == "lora" else {}),
         "attention_dropout": model.config.attention_probs_dropout_prob,
         "hidden_dropout": model.config.hidden_dropout_prob,

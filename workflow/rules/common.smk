@@ -200,7 +200,7 @@ def get_finetune_spec(wildcards):
 
 
 def get_finetune_settings(wildcards):
-    """The `finetune:` block less `runs` and `seeds` (and the run's `finetune_mode`): adding a seed or a run reruns no existing job."""
+    """The `finetune:` block less `runs` and `seeds` (with the run's own `finetune:` keys): adding a seed or a run reruns no existing job."""
     return canonical_json(PLAN.finetune_settings_of(wildcards.run))
 
 
