@@ -263,3 +263,11 @@ def test_the_benchmark_keeps_the_tables_and_the_averages(tables, tmp_path):
     assert (first["method_a"], first["method_b"], first["beats"], first["datasets"]) == ("zeta_vq", "kmer_lr", True, 2)
     assert summary["paired_average"][2]["difference"] is None  # never_run: nothing to compare
     assert (out / "paired.csv").read_text() == (tables / "paired.csv").read_text()
+
+
+def test_a_methods_notes_show_once_in_the_markdown_header():
+    from vqdna.evaluation.compare import _method_notes
+
+    notes = pd.Series(["control; full; nonstandard", "control; full", "control; full"])
+    assert _method_notes(notes) == "control; full"
+    assert _method_notes(pd.Series(["", "nonstandard"])) == ""

@@ -576,10 +576,16 @@ def _table(title: str, header: list[str], lines: list[list[str]], footer: str = 
     return "\n".join(text + ([f"\n{footer}"] if footer else [])) + "\n"
 
 
+def _method_notes(notes: pd.Series) -> str:
+    """A method's notes over its datasets, each once ("control; full"); the non-standard split is starred per cell instead."""
+    words = {word for note in notes if note for word in note.split("; ")} - {"nonstandard"}
+    return "; ".join(sorted(words))
+
+
 def _scores_markdown(scores: pd.DataFrame) -> str:
     """Datasets by methods; a method's notes (control, full fine-tuning) beside its name."""
     methods = list(dict.fromkeys(scores.method))
-    notes = scores.dropna(subset=["value"]).groupby("method").note.agg(lambda n: "; ".join(sorted({x for x in n if x} - {"nonstandard"})))
+    notes = scores.dropna(subset=["value"]).groupby("method").note.agg(_method_notes)
     header = ["dataset", "metric"] + [f"{m} ({notes[m]})" if notes.get(m) else m for m in methods]
     lines = []
     for dataset, rows in scores.groupby("dataset", sort=False):
