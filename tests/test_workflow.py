@@ -493,7 +493,7 @@ def test_a_changed_tokenizer_retokenizes_its_files_only_and_old_files_are_refuse
     genomes = len((workdir / "config" / "genomes.tsv").read_text().splitlines()) - 1
     assert planned["train_tokenizer"] == 2  # vq512 and its Table 7a sweep variant, which inherits the change
     assert planned["tokenize_genome"] == genomes  # vq512's token files, not kmer6's (variants tokenize no genome)
-    assert planned["pretrain_mlm"] == 1  # the run on vq512; tiny_kmer is untouched
+    assert planned["pretrain_mlm"] == 2  # the runs on vq512 (tiny and the control tiny_random); tiny_kmer is untouched
     # A consumer never mixes tokenizers: an old token file under a new tokenizer is a clear error.
     retrained = tmp_path / "retrained"
     shutil.copytree(workdir / "results" / "tokenizers" / "vq512", retrained)
