@@ -99,6 +99,10 @@ class FinetuneSettings:
             raise VqdnaError(f"finetune.mode: {options.mode!r} is not one of {', '.join(FINETUNE_MODES)}")
         return options
 
+    def learning_rate_of(self, spec: DatasetSpec) -> float:
+        """The run's own learning rate where it sets one, else the dataset's."""
+        return self.learning_rate or spec.learning_rate
+
 
 def weights_fingerprint(named_tensors: dict[str, torch.Tensor], prefix: str = "vqdna.") -> str:
     """sha256 over the encoder's tensors (names under ``prefix``), in name order.
@@ -257,7 +261,7 @@ def train_epochs(
         raise VqdnaError(f"dataset {spec.dataset}: the train split is empty")
     rng = np.random.default_rng(seed)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    learning_rate = options.learning_rate or spec.learning_rate
+    learning_rate = options.learning_rate_of(spec)
     optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=options.weight_decay)
     steps_per_epoch = -(-len(splits["train"].codes) // spec.batch_size)
     schedule = get_linear_schedule_with_warmup(optimizer, spec.warmup_steps, steps_per_epoch * spec.epochs)
@@ -337,7 +341,7 @@ def finetune(
         "base_weights_sha256": pretrained_sha256,
         **model_size(model, tokenizer, test.codes),
         "mode": options.mode,
-        "learning_rate": options.learning_rate or spec.learning_rate,
+        "learning_rate": options.learning_rate_of(spec),
         **({"lora": asdict(options.lora)} if options.mode == "lora" else {}),
         "attention_dropout": model.config.attention_probs_dropout_prob,
         "hidden_dropout": model.config.hidden_dropout_prob,
