@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from vqdna import VqdnaError
 from vqdna.artifacts import atomic_path
+from vqdna.result_files import read_result_file
 
 PUBLISHED_OF_TYPE = {"vq": "vqdna_vq", "hrq": "vqdna_hrq"}  # our rows stand beside these published rows
 PUBLISHED_FILES = {
@@ -93,24 +93,16 @@ class Results:
 def read_results(paths: list[str | Path]) -> Results:
     """Sort result files by their contract path (see the module docstring)."""
     results = Results()
-    for path in map(Path, paths):
-        parts = path.parts
-        stage = next((parts[i + 1] for i in range(len(parts) - 1) if parts[i] == "results"), None)
-        value = json.loads(path.read_text())
-        if stage == "finetune":  # finetune/{run}/{dataset}/seed{seed}/metrics.json
-            results.finetune.setdefault((parts[-4], parts[-3]), []).append(value)
-        elif stage == "kmer_baseline":  # kmer_baseline/{dataset}/seed{seed}/metrics.json
-            results.kmer.setdefault(parts[-3], []).append(value)
-        elif stage == "probe":  # probe/{tokenizer}/{dataset}/metrics.json
-            results.probe[(parts[-3], parts[-2])] = value
-        elif stage == "tokenizers":  # tokenizers/{tokenizer}/metrics.json
-            results.tokenizer[parts[-2]] = value
-        elif stage == "pretrain":  # pretrain/{run}/metrics.json: in no paper table (vqdna.evaluation.compare tables it)
-            continue
-        else:
-            raise VqdnaError(
-                f"{path}: not a result file the tables know (expected results/{{finetune,kmer_baseline,probe,tokenizers,pretrain}}/...)"
-            )
+    for result in (read_result_file(path) for path in paths):
+        if result.stage == "finetune":
+            results.finetune.setdefault((result.run, result.dataset), []).append(result.metrics)
+        elif result.stage == "kmer_baseline":
+            results.kmer.setdefault(result.dataset, []).append(result.metrics)
+        elif result.stage == "probe":
+            results.probe[(result.tokenizer, result.dataset)] = result.metrics
+        elif result.stage == "tokenizers":
+            results.tokenizer[result.tokenizer] = result.metrics
+        # pretrain/{run}/metrics.json is in no paper table (vqdna.evaluation.compare tables it)
     return results
 
 

@@ -32,7 +32,6 @@ A result that is missing is an empty CSV field and "–" in Markdown, never zero
 from __future__ import annotations
 
 import itertools
-import json
 import zlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -46,6 +45,7 @@ import pyarrow.parquet as pq
 from vqdna import VqdnaError
 from vqdna.artifacts import atomic_path
 from vqdna.metrics import classification_metrics, regression_metrics
+from vqdna.result_files import read_result_file
 
 FLOOR = "kmer_lr"
 PROBE = "probe:"
@@ -304,33 +304,23 @@ class ComparisonInputs:
 
 
 def read_comparison_inputs(paths: list[str | Path], plan: dict) -> ComparisonInputs:
-    """Sort result files by their contract path (see the module docstring).
-
-    Its own reader, not vqdna.tables': the two are independent layers, and this one keeps each file's
-    path, since the predictions lie beside it.
-    """
+    """Sort result files by their contract path (see the module docstring), keeping each file's path: the
+    predictions lie beside it."""
     inputs = ComparisonInputs()
-    for path in map(Path, paths):
-        parts = path.parts
-        where = next((i for i in range(len(parts) - 1) if parts[i] == "results"), None)
-        stage = parts[where + 1] if where is not None else None
-        if where is not None:
-            inputs.results_root = Path(*parts[: where + 1])
-        value = json.loads(path.read_text())
-        if stage == "finetune":  # finetune/{run}/{dataset}/seed{seed}/metrics.json
-            run, dataset = parts[-4], parts[-3]
-            tokenizer = plan["runs"].get(run, {}).get("tokenizer", "")
-            _method(inputs, dataset, run, tokenizer, run).by_seed[int(value.get("seed", 0))] = (value, path)
-        elif stage == "kmer_baseline":  # kmer_baseline/{dataset}/seed{seed}/metrics.json
-            _method(inputs, parts[-3], FLOOR, "", "").by_seed[int(value.get("seed", 0))] = (value, path)
-        elif stage == "probe":  # probe/{tokenizer}/{dataset}/metrics.json
-            _method(inputs, parts[-2], PROBE + parts[-3], parts[-3], "").by_seed[int(value.get("seed", 0))] = (value, path)
-        elif stage == "tokenizers":
-            inputs.tokenizers[parts[-2]] = value
-        elif stage == "pretrain":
-            inputs.pretrain[parts[-2]] = value
+    for result in (read_result_file(path, reader="the comparison tables") for path in paths):
+        inputs.results_root = result.results_root
+        entry = (result.metrics, result.path)
+        if result.stage == "finetune":
+            tokenizer = plan["runs"].get(result.run, {}).get("tokenizer", "")
+            _method(inputs, result.dataset, result.run, tokenizer, result.run).by_seed[result.seed] = entry
+        elif result.stage == "kmer_baseline":
+            _method(inputs, result.dataset, FLOOR, "", "").by_seed[result.seed] = entry
+        elif result.stage == "probe":
+            _method(inputs, result.dataset, PROBE + result.tokenizer, result.tokenizer, "").by_seed[result.seed] = entry
+        elif result.stage == "tokenizers":
+            inputs.tokenizers[result.tokenizer] = result.metrics
         else:
-            raise VqdnaError(f"{path}: not a result file the comparison knows (expected results/{{finetune,kmer_baseline,probe,tokenizers,pretrain}}/...)")
+            inputs.pretrain[result.run] = result.metrics
     return inputs
 
 
