@@ -8,9 +8,10 @@
 Every variant is the config's own fine-tuning of ``--run`` on each dataset (its
 datasets-sheet row, its ``finetune:`` block and the run's own ``finetune:`` keys)
 with some keys changed: keys of ``FinetuneSettings`` (``mode``,
-``hidden_dropout``, ``lora``, ...) change the settings, keys of the datasets
-sheet (``epochs``, ``learning_rate``, ``batch_size``, ``warmup_steps``) the
-dataset's row. Each runs the pipeline's own ``finetune`` into a scratch folder;
+``learning_rate``, ``hidden_dropout``, ``lora``, ...) change the settings, keys
+of the datasets sheet (``epochs``, ``batch_size``, ``warmup_steps``,
+``max_length``) the dataset's row. ``learning_rate`` is a setting, not the
+sheet's column: a run's own learning rate would hide the sheet's. Each runs the pipeline's own ``finetune`` into a scratch folder;
 kept per variant, dataset and seed: the best dev score, its epoch, the dev curve
 and the training time. The test scores ``finetune`` also computes are dropped
 unread: a setting chosen here is chosen on dev alone.
@@ -36,7 +37,7 @@ from vqdna.finetune.train import FinetuneSettings, finetune
 from vqdna.plan import build_plan
 
 REPO = Path(__file__).resolve().parents[1]
-SHEET_KEYS = ("epochs", "learning_rate", "batch_size", "warmup_steps", "max_length")
+SHEET_KEYS = ("epochs", "batch_size", "warmup_steps", "max_length")
 
 
 def variant_inputs(plan, run: str, dataset: str, changes: dict) -> tuple[DatasetSpec, dict]:

@@ -192,6 +192,26 @@ def test_mask_positions_is_keyed_by_seed_step_and_global_sample_index():
     assert not np.array_equal(first[3], first[4])
 
 
+@pytest.mark.parametrize(("length", "span"), [(128, 8), (101, 8), (50, 3), (20, 32)])
+def test_span_masks_cover_whole_blocks_and_keep_the_count(length, span):
+    lengths = np.array([length, length, length - 7, length // 2])
+    mask = mask_positions(5, 2, np.arange(4), length, 0.25, lengths, span=span)
+    assert (mask.sum(1) == np.maximum(1, np.rint(0.25 * lengths))).all()
+    assert not (mask & (np.arange(length)[None, :] >= lengths[:, None])).any()  # padding never masked
+    for row, n in zip(mask, lengths):
+        blocks = [row[i : min(i + span, n)] for i in range(0, n, span)]
+        partial = [b for b in blocks if b.any() and not b.all()]
+        assert len(partial) <= 1  # every chosen block is masked whole but the one cut to keep the count
+        if partial:  # and the cut one keeps its first positions: one run, not scattered tokens
+            assert np.array_equal(partial[0], np.sort(partial[0])[::-1])
+    assert not np.array_equal(mask, mask_positions(5, 2, np.arange(4), length, 0.25, lengths))
+
+
+def test_span_one_is_the_papers_independent_positions():
+    lengths = np.array([100, 77])
+    assert np.array_equal(mask_positions(1, 3, np.arange(2), 100, 0.25, lengths, span=1), mask_positions(1, 3, np.arange(2), 100, 0.25, lengths))
+
+
 def test_global_batch_indices_read_every_window_once_per_epoch():
     for num_windows, batch_size in ((12, 4), (10, 4), (7, 3)):
         steps = -(-2 * num_windows // batch_size) + 1

@@ -263,6 +263,11 @@ def test_cells_are_typed_by_their_column_in_the_schema(tmp_path):
         "dataset": "tiles", "genomes": "phage,virus", "max_length": 64, "max_n_fraction": 0.25, "num_labels": 2, "task": "classification",
     }
     assert "learning_rate" in plan.datasets["tiles"].finetune_spec and "description" not in plan.datasets["tiles"].finetune_spec
+    # The floor and the probes: the dataset's cells without the fine-tuning optimiser's.
+    assert plan.datasets["tiles"].scoring_spec == {
+        k: v for k, v in plan.datasets["tiles"].finetune_spec.items() if k not in ("epochs", "batch_size", "learning_rate", "warmup_steps")
+    }
+    assert "max_length" in plan.datasets["tiles"].scoring_spec and "epochs" not in plan.datasets["tiles"].scoring_spec
 
 
 @pytest.mark.parametrize(

@@ -465,6 +465,23 @@ def _planned(workdir, *extra: str) -> dict[str, int]:
     return _job_counts(text) if "Job stats:" in text else {}
 
 
+def test_a_datasets_epochs_or_learning_rate_reruns_its_fine_tunings_only(workflow_run, tmp_path):
+    """The floor and the probes read no optimiser cell of the sheet: they are not redone."""
+    rows = list(csv.DictReader((workflow_run.workdir / "config" / "datasets.tsv").open(), delimiter="\t"))
+    for row in rows:
+        if row["dataset"] == "prom_core_notata":
+            row["epochs"], row["learning_rate"] = str(int(row["epochs"]) + 1), "3e-4"
+    sheet = tmp_path / "datasets.tsv"
+    with sheet.open("w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]), delimiter="\t", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    runs = workflow_run.config["finetune"]["runs"]
+    assert _planned(workflow_run.workdir, "--config", f"datasets={sheet}") == {
+        "finetune": len(runs), "make_tables": 1, "all": 1, "total": len(runs) + 2,
+    }
+
+
 def test_a_genome_added_to_the_sheet_is_the_only_one_downloaded_windowed_and_tokenized(workflow_run, test_data, tmp_path):
     workdir = _copy_of_the_run(workflow_run, tmp_path)
     tokens = sorted((workdir / "results" / "tokens").rglob("*.parquet"))
@@ -525,3 +542,21 @@ def test_the_dev_grid_fine_tunes_a_variant_of_the_configs_own_settings_and_keeps
     assert "test" not in json.dumps(row)  # chosen on dev: test scores are never kept
     again = subprocess.run(command, cwd=workflow_run.workdir, env=snakemake_env(), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and again.stdout == ""  # done rows are not run again
+
+
+def test_a_dev_variants_learning_rate_overrides_the_runs_own(monkeypatch):
+    """The control of config/small.yaml sets its own learning rate: a variant's must still be the one trained at."""
+    monkeypatch.syspath_prepend(str(REPO))
+    from benchmarks.small_dev import variant_inputs
+
+    from vqdna.datasets.spec import DatasetSpec
+    from vqdna.finetune.train import FinetuneSettings
+    from vqdna.plan import build_plan
+
+    plan = build_plan(yaml.safe_load((REPO / "config" / "small.yaml").read_text()), REPO / "workflow" / "schemas")
+    own = FinetuneSettings.from_settings(plan.finetune_settings_of("vq_random"))
+    sheet = DatasetSpec(**plan.datasets["mouse_tf_0"].finetune_spec)
+    spec, settings = variant_inputs(plan, "vq_random", "mouse_tf_0", {"learning_rate": 1e-3, "epochs": 1})
+    assert own.learning_rate_of(sheet) != 1e-3
+    assert FinetuneSettings.from_settings(settings).learning_rate_of(spec) == 1e-3
+    assert spec.epochs == 1 and settings["mode"] == "full"

@@ -60,6 +60,8 @@ _DATASET_BUILD_KEYS = frozenset(
         "split_samples", "train_chromosomes", "dev_chromosomes", "test_chromosomes",
     }
 )
+# Columns of the datasets sheet only the fine-tuning optimiser reads.
+_OPTIMISER_KEYS = frozenset({"epochs", "batch_size", "learning_rate", "warmup_steps"})
 _METRICS_OF_TASK = MappingProxyType(
     {"classification": frozenset({"mcc", "f1", "accuracy"}), "regression": frozenset({"spearman"})}
 )
@@ -145,6 +147,12 @@ class Dataset:
     @property
     def finetune_spec(self) -> dict[str, Cell]:
         return {k: v for k, v in self.cells.items() if k != "description" and v not in ("", None)}
+
+    @property
+    def scoring_spec(self) -> dict[str, Cell]:
+        """The floor's and the probes' spec: the fine-tuning optimiser's cells are left out, so changing
+        a dataset's epochs or learning rate reruns its fine-tunings only."""
+        return {k: v for k, v in self.finetune_spec.items() if k not in _OPTIMISER_KEYS}
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,11 @@ class PretrainConfig:
     pretrain_genomes: list[str] = field(default_factory=list)
     encoder: dict = field(default_factory=dict)  # VqdnaConfig sizes; empty: BERT-base
     mask_ratio: float = 0.25
+    # Masked positions come in runs of this many tokens (1: the paper's independent positions).
+    # A learned code names its position's whole receptive field (about 37 nt for the paper's
+    # tokenizer), so a lone masked code is nearly determined by its neighbours' codes; a span
+    # wider than that field leaves the model real sequence to infer.
+    mask_span: int = 1
     steps: int = 500_000
     batch_size: int = 2048
     learning_rate: float = 5e-4
@@ -113,8 +118,12 @@ class PretrainConfig:
     seed: int = 0
 
     def fingerprint_settings(self) -> dict:
-        """The settings a checkpoint's numbers depend on (not how often it logs or checkpoints)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints")}
+        """The settings a checkpoint's numbers depend on (not how often it logs or checkpoints).
+
+        ``mask_span`` 1, the default, is left out: checkpoints written before it existed still resume.
+        """
+        ignored = {"log_every", "eval_every", "checkpoint_every", "keep_checkpoints"} | ({"mask_span"} if self.mask_span == 1 else set())
+        return {k: v for k, v in asdict(self).items() if k not in ignored}
 
     @classmethod
     def from_settings(cls, name: str, settings: dict) -> "PretrainConfig":
@@ -128,6 +137,8 @@ class PretrainConfig:
             raise VqdnaError(f"runs.{name}.encoder: unknown key(s) {', '.join(bad)}; known: {', '.join(ENCODER_KEYS)}")
         if not 0 < config.mask_ratio < 1:
             raise VqdnaError(f"runs.{name}: mask_ratio must lie in (0, 1), got {config.mask_ratio}")
+        if config.mask_span < 1:
+            raise VqdnaError(f"runs.{name}: mask_span must be 1 or more tokens, got {config.mask_span}")
         if config.steps < 0 or config.batch_size < 1 or config.grad_accum_steps < 1:
             raise VqdnaError(f"runs.{name}: batch_size and grad_accum_steps must be positive, steps 0 or more")
         return config
@@ -149,17 +160,21 @@ def _uniform_keys(seed: int, step: int, sample_index: np.ndarray, length: int) -
 
 
 def mask_positions(
-    seed: int, step: int, sample_index: np.ndarray, length: int, ratio: float, lengths: np.ndarray | None = None
+    seed: int, step: int, sample_index: np.ndarray, length: int, ratio: float, lengths: np.ndarray | None = None, span: int = 1
 ) -> np.ndarray:
     """Exactly round(ratio * n) masked positions among each sample's n real tokens.
 
     Keyed by (seed, step, global sample index): a sample's mask does not depend
     on the batch it is in or on the process count. ``lengths`` (per sample)
-    leaves padding unmasked; without it every position is real.
+    leaves padding unmasked; without it every position is real. ``span`` > 1
+    masks whole blocks of ``span`` consecutive tokens (blocks tile the sample
+    from its first token; the last block chosen may be cut to keep the count exact).
     """
     lengths = np.full(len(sample_index), length) if lengths is None else np.asarray(lengths)
-    keys = _uniform_keys(seed, step, sample_index, length)
-    keys[np.arange(length)[None, :] >= lengths[:, None]] = np.inf  # padding is never chosen
+    positions = np.arange(length)
+    blocks = _uniform_keys(seed, step, sample_index, -(-length // span))  # one key per block
+    keys = blocks if span == 1 else blocks[:, positions // span] + positions[None, :] * 1e-9 / length  # a block ranks as one
+    keys[positions[None, :] >= lengths[:, None]] = np.inf  # padding is never chosen
     rank = np.argsort(np.argsort(keys, axis=1, kind="stable"), axis=1, kind="stable")
     return rank < masked_counts(lengths, ratio)[:, None]
 
@@ -188,13 +203,13 @@ def global_batch_indices(seed: int, step: int, batch_size: int, num_windows: int
 
 
 def _masked_batch(
-    codes: WindowCodes, rows: np.ndarray, sample_index: np.ndarray, seed: int, step: int, ratio: float, device: torch.device
+    codes: WindowCodes, rows: np.ndarray, sample_index: np.ndarray, seed: int, step: int, ratio: float, span: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Inputs, mask, labels (-100 where unscored) and attention mask of the windows ``rows``."""
     lengths = codes.lengths[rows]
     values = codes.padded(rows)
     longest = values.shape[1]
-    mask = mask_positions(seed, step, sample_index, longest, ratio, lengths)
+    mask = mask_positions(seed, step, sample_index, longest, ratio, lengths, span)
     input_ids = torch.as_tensor(values.astype(np.int64), device=device)  # (B, L, levels)
     masked = torch.as_tensor(mask, device=device)
     labels = torch.where(masked[..., None], input_ids, torch.full_like(input_ids, -100))
@@ -203,14 +218,16 @@ def _masked_batch(
 
 
 @torch.no_grad()
-def masked_accuracy(model: VqdnaForMaskedLM, codes: Codes, seed: int, ratio: float, device: torch.device, batch: int = 64) -> list[float]:
+def masked_accuracy(
+    model: VqdnaForMaskedLM, codes: Codes, seed: int, ratio: float, span: int, device: torch.device, batch: int = 64
+) -> list[float]:
     """Held-out masked-code accuracy per level, with masks fixed by (seed, step 0)."""
     model.eval()
     correct = np.zeros(codes.values.shape[-1])
     total = 0
     for i in range(0, len(codes), batch):
         rows = np.arange(i, min(i + batch, len(codes)))
-        input_ids, masked, labels, attention = _masked_batch(codes, rows, rows, seed, 0, ratio, device)
+        input_ids, masked, labels, attention = _masked_batch(codes, rows, rows, seed, 0, ratio, span, device)
         out = model(input_ids, attention_mask=attention, masked_positions=masked)
         for level, logits in enumerate(out.level_logits):
             correct[level] += (logits.argmax(-1)[masked] == labels[..., level][masked]).sum().item()
@@ -251,7 +268,7 @@ def nearest_unmasked(masked: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.where(nearest >= big, -1, nearest)
 
 
-def masked_baselines(codes: Codes, frequent: np.ndarray, seed: int, ratio: float) -> dict[str, list[float]]:
+def masked_baselines(codes: Codes, frequent: np.ndarray, seed: int, ratio: float, span: int = 1) -> dict[str, list[float]]:
     """The accuracy the MLM must beat, on the held-out masks of :func:`masked_accuracy`.
 
     ``most_frequent``: always the train set's most frequent code of the level.
@@ -261,7 +278,7 @@ def masked_baselines(codes: Codes, frequent: np.ndarray, seed: int, ratio: float
     """
     rows = np.arange(len(codes))
     longest = codes.values.shape[1]
-    masked = mask_positions(seed, 0, rows, longest, ratio, codes.lengths)
+    masked = mask_positions(seed, 0, rows, longest, ratio, codes.lengths, span)
     neighbour = nearest_unmasked(masked, codes.lengths)
     copied = np.take_along_axis(codes.values, np.clip(neighbour, 0, None)[..., None], axis=1)
     levels = codes.values.shape[-1]
@@ -414,7 +431,9 @@ def train_step(step_model: torch.nn.Module, run: PretrainConfig, codes: WindowCo
     use_bf16 = device.type == "cuda"
     loss_sum = torch.zeros(1, device=device)
     for m, part in enumerate(parts):
-        input_ids, masked, labels, attention = _masked_batch(codes, rows[part], sample_index[part], run.seed, step, run.mask_ratio, device)
+        input_ids, masked, labels, attention = _masked_batch(
+            codes, rows[part], sample_index[part], run.seed, step, run.mask_ratio, run.mask_span, device
+        )
         last = m == len(parts) - 1
         with contextlib.nullcontext() if last or world == 1 else step_model.no_sync():
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -497,7 +516,7 @@ def _pretrain(
             "final_loss": training.curves[-1]["loss"] if training.curves else None,  # None: steps 0
             "heldout_masked_accuracy": training.heldout_curve[-1]["masked_accuracy"],
             "heldout_curve": training.heldout_curve,
-            "heldout_baselines": masked_baselines(corpus.heldout, most_frequent_codes(corpus.train), run.seed, run.mask_ratio),
+            "heldout_baselines": masked_baselines(corpus.heldout, most_frequent_codes(corpus.train), run.seed, run.mask_ratio, run.mask_span),
             "train_seconds": round(time.time() - started, 1),
             "budget": training_budget(run, training.model, corpus.train),
             "run_config": asdict(run),
@@ -544,7 +563,7 @@ def _curve_columns(row: dict) -> dict:
 def _measure_heldout(run: PretrainConfig, training: TrainingState, corpus: Corpus, process: Process) -> None:
     """Append the held-out masked-code accuracy at ``training.step`` to the curve (rank 0; the others go on)."""
     if process.rank == 0:
-        accuracy = masked_accuracy(training.model, corpus.heldout, run.seed, run.mask_ratio, process.device)
+        accuracy = masked_accuracy(training.model, corpus.heldout, run.seed, run.mask_ratio, run.mask_span, process.device)
         training.heldout_curve.append({"step": training.step, "masked_accuracy": accuracy})
         log.info("step %d held-out masked-code accuracy %s", training.step, " ".join(f"{a:.4f}" for a in accuracy))
 

@@ -199,6 +199,10 @@ def get_finetune_spec(wildcards):
     return canonical_json(PLAN.datasets[wildcards.dataset].finetune_spec)
 
 
+def get_scoring_spec(wildcards):
+    return canonical_json(PLAN.datasets[wildcards.dataset].scoring_spec)
+
+
 def get_finetune_settings(wildcards):
     """The `finetune:` block less `runs` and `seeds` (with the run's own `finetune:` keys): adding a seed or a run reruns no existing job."""
     return canonical_json(PLAN.finetune_settings_of(wildcards.run))

@@ -13,7 +13,7 @@ rule kmer_baseline:
         mem_mb=8000,
         runtime=60,
     params:
-        spec=get_finetune_spec,
+        spec=get_scoring_spec,
         settings=get_kmer_settings,
         dataset=dataset_folder,
         folder=output_folder,

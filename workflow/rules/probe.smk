@@ -17,7 +17,7 @@ rule linear_probe:
         mem_mb=16000,
         runtime=2 * 60,
     params:
-        spec=get_finetune_spec,
+        spec=get_scoring_spec,
         settings=get_probe_settings,
         tokenizer=tokenizer_folder,
         dataset=dataset_folder,
