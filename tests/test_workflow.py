@@ -548,7 +548,6 @@ def test_a_dev_variants_learning_rate_overrides_the_runs_own(monkeypatch):
     """The control of config/small.yaml sets its own learning rate: a variant's must still be the one trained at."""
     monkeypatch.syspath_prepend(str(REPO))
     from benchmarks.small_dev import variant_inputs
-
     from vqdna.datasets.spec import DatasetSpec
     from vqdna.finetune.train import FinetuneSettings
     from vqdna.plan import build_plan
