@@ -12,8 +12,9 @@ with some keys changed: keys of ``FinetuneSettings`` (``mode``,
 of the datasets sheet (``epochs``, ``batch_size``, ``warmup_steps``,
 ``max_length``) the dataset's row. ``learning_rate`` is a setting, not the
 sheet's column: a run's own learning rate would hide the sheet's. Each runs
-the pipeline's own ``finetune`` into a scratch folder; kept per variant, dataset and seed: the best dev score, its epoch, the dev curve
-and the training time. The test scores ``finetune`` also computes are dropped
+the pipeline's own ``finetune`` into a scratch folder; kept per variant,
+dataset and seed: the best dev score, its epoch, the dev curve and the
+training time. The test scores ``finetune`` also computes are dropped
 unread: a setting chosen here is chosen on dev alone.
 
 Rows accumulate in ``--output`` (default ``benchmarks/results/small/dev_grid.json``):
