@@ -1,7 +1,7 @@
 """Dev-split evidence for the fine-tuning settings of config/small.yaml: each variant scored on dev, never on test.
 
     snakemake --cores all --configfile config/small.yaml -- results/pretrain/vq_bert/model.safetensors \
-        results/datasets/mouse_tf_0/dev.parquet          # what the variants start from
+        results/dataset_tokens/vq/mouse_tf_0/dev.parquet  # what the variants start from
     python benchmarks/small_dev.py --run vq_bert --datasets mouse_tf_0 \
         --variant lora '{}' --variant full '{"mode": "full", "learning_rate": 3e-4}'
 
@@ -49,6 +49,13 @@ def variant_inputs(plan, run: str, dataset: str, changes: dict) -> tuple[Dataset
     spec = {**plan.datasets[dataset].finetune_spec, **{k: v for k, v in changes.items() if k in SHEET_KEYS}}
     settings = {**plan.finetune_settings_of(run), **{k: v for k, v in changes.items() if k not in SHEET_KEYS}}
     return DatasetSpec(**spec), json.loads(json.dumps(settings, default=dict))
+
+
+def dataset_source(results: Path, tokenizer: str, dataset: str, changes: dict) -> Path:
+    """The workflow's dataset tokens where they hold what the variant reads (not when it cuts sequences
+    to another ``max_length``), else the prepared dataset, encoded in process."""
+    tokens = results / "dataset_tokens" / tokenizer / dataset
+    return tokens if "max_length" not in changes and (tokens / "train.parquet").is_file() else results / "datasets" / dataset
 
 
 def dev_row(result: dict, run: str, variant: str, changes: dict, seconds: float) -> dict:
@@ -103,8 +110,8 @@ def main() -> None:
                 started = time.time()
                 try:
                     result = finetune(
-                        spec, settings, seed, pretrained, tokenizer, args.results / "datasets" / dataset, scratch / "run",
-                        threads=args.threads,
+                        spec, settings, seed, pretrained, tokenizer, dataset_source(args.results, run.tokenizer, dataset, changes),
+                        scratch / "run", threads=args.threads,
                     )
                 finally:
                     shutil.rmtree(scratch)

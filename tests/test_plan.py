@@ -309,8 +309,12 @@ def test_folders_given_by_path_and_pretrained_are_used_as_they_are(tmp_path):
         "tokenizer_config": str(tokenizer / "config.json"),
         "tokenizer_model": [str(tokenizer / "model.safetensors")],
         "pretrained": str(encoder / "model.safetensors"),
-        "dataset": ["results/datasets/tiles/train.parquet", "results/datasets/tiles/dev.parquet", "results/datasets/tiles/test.parquet"],
+        # the dataset as the given tokenizer's codes, made here from the prepared dataset
+        "dataset": [f"results/dataset_tokens/theirs/tiles/{split}.parquet" for split in ("train", "dev", "test")],
     }
+    assert plan.dataset_tokens_inputs("theirs", "tiles")["dataset"] == [
+        f"results/datasets/tiles/{split}.parquet" for split in ("train", "dev", "test")
+    ]
     assert plan.runs["theirs"].gpus == 2 and plan.runs["theirs"].nodes == 1
     assert plan.runs["theirs"].model_settings == {"tokenizer": "theirs", "pretrained": str(encoder)}
     (tokenizer / "config.json").unlink()

@@ -210,7 +210,7 @@ def test_vq_tokenizer_features_are_the_mean_code_embedding(tmp_path):
     tiny_tokenizer(tmp_path / "tokenizer", seed=0, hrq=True)
     tokenizer = load_tokenizer(tmp_path / "tokenizer", device="cpu")
     sequences = ["ACGTACGTTTGA", "GGGCCCNNA", "ACGTACGTTTGA"[:7]]
-    features = tokenizer_features(tokenizer, sequences, chunk_size=2)
+    features = tokenizer_features(tokenizer, tokenizer.encode(sequences))
     expected = [embedding.mean(0) for embedding in tokenizer.embed(tokenizer.encode(sequences))]
     assert features.shape == (3, 16)
     assert features == pytest.approx(np.stack(expected), abs=1e-6)
@@ -220,14 +220,14 @@ def test_baseline_tokenizer_features_are_token_id_histograms(gc_dataset, tmp_pat
     KmerTokenizer(KmerConfig(k=3)).save(tmp_path / "kmer3")
     tokenizer = load_tokenizer(tmp_path / "kmer3")
     # overlapping 3-mers of ACGTA: ACG CGT GTA, ids in base 5 over ACGTN: 0*25+1*5+2, 1*25+2*5+3, 2*25+3*5+0
-    histogram = tokenizer_features(tokenizer, ["ACGTA", "NNNAC"])
+    histogram = tokenizer_features(tokenizer, tokenizer.encode(["ACGTA", "NNNAC"]))
     assert sp.issparse(histogram) and histogram.shape == (2, 125)
     expected = np.zeros((2, 125))
     expected[0, [7, 38, 65]] = 1 / 3
     expected[1, [4 * 25 + 4 * 5 + 4, 4 * 25 + 4 * 5 + 0, 4 * 25 + 0 * 5 + 1]] = 1 / 3  # NNN NNA NAC
     assert histogram.toarray() == pytest.approx(expected)
     used = [np.zeros(125, dtype=bool)]
-    tokenizer_features(tokenizer, ["ACGTA", "NNNAC", "ACGAC"], used=used)  # ACG again, then CGA GAC
+    tokenizer_features(tokenizer, tokenizer.encode(["ACGTA", "NNNAC", "ACGAC"]), used=used)  # ACG again, then CGA GAC
     assert used[0].sum() == 3 + 3 + 2
 
     spec, dataset = gc_dataset

@@ -8,8 +8,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 import shutil
 import subprocess
+from collections import Counter
 
 import duckdb
 import numpy as np
@@ -25,6 +27,8 @@ from transformers import AutoConfig, AutoModelForMaskedLM
 
 import vqdna
 import vqdna.lm.modeling  # noqa: F401  (registers model_type "vqdna" with the Auto classes)
+from vqdna.dataset_tokens import read_split_tokens
+from vqdna.datasets.spec import read_split
 from vqdna.finetune.train import weights_fingerprint
 from vqdna.genome import base_ids
 from vqdna.tokenizer import metrics
@@ -188,6 +192,27 @@ def test_baseline_token_files_carry_token_starts_and_round_trip(workflow_run, ge
     codes = tokens.column("codes_l1").to_pylist()
     assert all(starts == list(range(len(w) - 5)) for starts, w in zip(tokens.column("token_starts").to_pylist(), windows))
     assert tokenizer.decode([np.asarray([c]) for c in codes[:50]]) == windows[:50]
+
+
+def test_each_dataset_is_encoded_once_per_tokenizer_and_read_by_all_its_runs(workflow_run):
+    """tiny and tiny_random share vq512: one tokenize_dataset job per (tokenizer, dataset), whatever the runs and seeds."""
+    jobs = Counter(re.findall(r"rule tokenize_dataset:\n(?:    .*\n)*?    wildcards: tokenizer=(\S+), dataset=(\S+)", workflow_run.output))
+    datasets = [d["dataset"] for d in workflow_run.datasets]
+    used = {(tokenizer, dataset) for tokenizer in ("vq512", "kmer6") for dataset in datasets}
+    probed = {(tokenizer, "prom_core_notata") for tokenizer in ("vq512", "kmer6", "vq512_code_size256")}
+    assert set(jobs) == used | probed and set(jobs.values()) == {1}
+
+    tokenizer = load_tokenizer(workflow_run.path("results/tokenizers/vq512"), device="cpu")
+    max_length = next(int(d["max_length"]) for d in workflow_run.datasets if d["dataset"] == "mouse_tf_0")
+    sequences, labels = read_split(workflow_run.path("results/datasets/mouse_tf_0/test.parquet"))
+    read_labels, codes = read_split_tokens(
+        workflow_run.path("results/dataset_tokens/vq512/mouse_tf_0/test.parquet"), tokenizer.hash, max_length
+    )
+    expected = tokenizer.encode([s[:max_length] for s in sequences])
+    assert read_labels.tolist() == labels.tolist() and all(np.array_equal(c, e) for c, e in zip(codes, expected))
+    for run in ("tiny", "tiny_random"):
+        metrics = json.loads(workflow_run.path(f"results/finetune/{run}/mouse_tf_0/seed0/metrics.json").read_text())
+        assert metrics["tokenizer_hash"] == tokenizer.hash
 
 
 def test_results_table_has_a_row_per_run_and_dataset(workflow_run):
@@ -416,6 +441,7 @@ def test_small_dry_run_plans_the_paper_in_miniature(tmp_path):
     assert counts["pretrain_mlm"] == 5  # vq_bert_full fine-tunes vq_bert's encoder: not pretrained again
     assert counts["finetune"] == 6 * 3 * 3
     assert counts["linear_probe"] == 4 * 3 and counts["kmer_baseline"] == counts["prepare_dataset"] == 3
+    assert counts["tokenize_dataset"] == 4 * 3  # each dataset encoded once per tokenizer, for all its runs and seeds
 
 
 def test_reproduce_dry_run_plans_every_table_job():
@@ -444,6 +470,10 @@ def test_reproduce_dry_run_plans_every_table_job():
     assert counts["pretrain_mlm"] == len(config["runs"]) + new_runs == 8
     assert counts["train_tokenizer"] == counts["evaluate_tokenizer"] == counts["linear_probe"] == tokenizers == 19
     assert counts["tokenize_genome"] == 2 * len(genomes)  # the two tokenizers the runs pretrain on
+    # Datasets encoded once per tokenizer: every usable one by the runs' tokenizers, the probed ones by the rest.
+    run_tokenizers = {config["runs"][r]["tokenizer"] for r in runs}
+    probed = config["probe"]["datasets"]
+    assert counts["tokenize_dataset"] == len(run_tokenizers) * len(usable) + (tokenizers - len(run_tokenizers)) * len(probed) == 79
     assert counts["download_genome"] == counts["make_windows"] == len(genomes)
     assert counts["download_assembly_report"] == sum(bool(g["assembly_report"]) for g in genomes) == 5
     assert counts["download_archive"] == counts["unpack_archive"] == counts["make_tables"] == 1

@@ -15,6 +15,7 @@ STAGE_VERSIONS = {
     "tokenize_genome": 1,
     "pretrain_mlm": 2,
     "prepare_dataset": 1,
+    "tokenize_dataset": 1,
     "finetune": 1,
     "kmer_baseline": 1,
     "linear_probe": 1,

@@ -26,6 +26,7 @@ from vqdna import VqdnaError, __version__
 MIRROR_HELP = "offline mirror folder searched by file name first (default: $VQDNA_MIRROR)"
 SPEC_HELP = "the dataset's row of the datasets sheet as JSON"
 DATASET_HELP = "dataset folder ({train,dev,test}.parquet)"
+CODES_HELP = "dataset folder ({train,dev,test}.parquet), or its dataset tokens made with this tokenizer (tokenize-dataset)"
 
 
 def _json(text: str) -> dict:
@@ -271,13 +272,29 @@ def cmd_prepare_dataset(args: argparse.Namespace) -> None:
     logging.info("dataset %s: rows per split %s", args.spec["dataset"], counts)
 
 
+def tokenize_dataset_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tokenizer", required=True, help="tokenizer folder")
+    p.add_argument("--name", required=True, help="tokenizer name, stamped into the files")
+    p.add_argument("--dataset", required=True, help=DATASET_HELP)
+    p.add_argument("--max-length", type=int, required=True, help="cut every sequence to this many nt first (the sheet's max_length)")
+    p.add_argument("--output", required=True, help="output folder ({train,dev,test}.parquet: index, label, codes_l1...)")
+    _compute_options(p)
+
+
+def cmd_tokenize_dataset(args: argparse.Namespace) -> None:
+    from vqdna.dataset_tokens import tokenize_dataset
+
+    rows = tokenize_dataset(args.tokenizer, args.name, args.dataset, args.max_length, args.output, threads=args.threads, device=args.device)
+    logging.info("%s: rows per split %s", args.output, rows)
+
+
 def finetune_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spec", type=_json, required=True, help=SPEC_HELP)
     p.add_argument("--settings", type=_json, required=True, help="the config's finetune: block as JSON")
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--pretrained", required=True, help="pretrained model folder")
     p.add_argument("--tokenizer", required=True, help="tokenizer folder the model was pretrained with")
-    p.add_argument("--dataset", required=True, help=DATASET_HELP)
+    p.add_argument("--dataset", required=True, help=CODES_HELP)
     p.add_argument("--output", required=True, help="output folder (metrics.json, predictions.parquet, adapter/ or model/)")
     _compute_options(p)
 
@@ -319,7 +336,7 @@ def probe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tokenizer", required=True, help="tokenizer folder")
     p.add_argument("--pretrained", default=None, help="encoder folder (encoder features only)")
-    p.add_argument("--dataset", required=True, help=DATASET_HELP)
+    p.add_argument("--dataset", required=True, help=CODES_HELP)
     p.add_argument("--output", required=True, help="output folder (metrics.json, predictions.parquet)")
     _compute_options(p)
 
@@ -457,6 +474,7 @@ SUBCOMMANDS = (
     Subcommand("tokenize", tokenize_arguments, cmd_tokenize, "Encode a windows file with a trained tokenizer into a token file."),
     Subcommand("pretrain", pretrain_arguments, cmd_pretrain, "Masked-code pretraining of the encoder; saves the model with save_pretrained."),
     Subcommand("prepare-dataset", prepare_dataset_arguments, cmd_prepare_dataset, "Build a labelled dataset (GUE CSVs or genome classification) as Parquet splits."),
+    Subcommand("tokenize-dataset", tokenize_dataset_arguments, cmd_tokenize_dataset, "Encode a prepared dataset's splits with a tokenizer, once for every fine-tuning and probe on them."),
     Subcommand("finetune", finetune_arguments, cmd_finetune, "Fine-tuning (LoRA, or full) of a pretrained encoder on one dataset and seed."),
     Subcommand("kmer-baseline", kmer_baseline_arguments, cmd_kmer_baseline, "Bag of 3-6-mers + logistic regression (ridge for regression) on one dataset."),
     Subcommand("probe", probe_arguments, cmd_probe, "Linear probe on frozen features (tokenizer embeddings or encoder states) of one dataset."),

@@ -140,6 +140,11 @@ class Dataset:
         return self.cells.get("train_from") == "dev"
 
     @property
+    def max_length(self) -> int:
+        """Sequences are cut to this many nt before they are encoded (dataset tokens, fine-tuning, the floor)."""
+        return int(self.cells["max_length"])
+
+    @property
     def build_spec(self) -> dict[str, Cell]:
         """The cells that build the dataset (fine-tuning settings are left out)."""
         return {k: v for k, v in self.cells.items() if k in _DATASET_BUILD_KEYS and v not in ("", None)}
@@ -364,11 +369,16 @@ class Plan:
         ]
         return f"--fastas {' '.join(fastas)}" + (f" --assembly-reports {' '.join(reports)}" if reports else "")
 
+    def dataset_tokens_inputs(self, tokenizer: str, dataset: str) -> dict[str, str | list[str]]:
+        return {**self.tokenizers[tokenizer].inputs, "dataset": _dataset_files(dataset)}
+
     def finetune_inputs(self, run: str, dataset: str) -> dict[str, str | list[str]]:
+        """The tokenizer (its hash is checked), the encoder, and the dataset as that tokenizer's codes."""
+        tokenizer = self.runs[run].tokenizer
         return {
-            **self.tokenizers[self.runs[run].tokenizer].inputs,
+            **self.tokenizers[tokenizer].inputs,
             "pretrained": self.runs[run].weights,
-            "dataset": _dataset_files(dataset),
+            "dataset": _dataset_tokens_files(tokenizer, dataset),
         }
 
     def finetune_settings_of(self, run: str) -> dict[str, Any]:
@@ -376,7 +386,7 @@ class Plan:
         return {**self.finetune_settings, **self.runs[run].settings.get("finetune", {})}
 
     def probe_inputs(self, tokenizer: str, dataset: str) -> dict[str, str | list[str]]:
-        return {**self.tokenizers[tokenizer].inputs, "dataset": _dataset_files(dataset)}
+        return {**self.tokenizers[tokenizer].inputs, "dataset": _dataset_tokens_files(tokenizer, dataset)}
 
     @property
     def table_inputs(self) -> dict[str, list[str]]:
@@ -439,6 +449,10 @@ class Plan:
 
 def _dataset_files(dataset: str) -> list[str]:
     return [f"results/datasets/{dataset}/{split}.parquet" for split in SPLITS]
+
+
+def _dataset_tokens_files(tokenizer: str, dataset: str) -> list[str]:
+    return [f"results/dataset_tokens/{tokenizer}/{dataset}/{split}.parquet" for split in SPLITS]
 
 
 # ---- building it -----------------------------------------------------------------------------------

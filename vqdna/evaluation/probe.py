@@ -17,7 +17,9 @@ Features are standardised with the train split's statistics (sparse histograms
 are scaled, not centred: centring would densify them), then a
 LogisticRegression (classification) or Ridge (regression) is fitted on train
 for each penalty of a grid, the best on dev is kept and scored once on test.
-Sequences are cut to the dataset's ``max_length`` as fine-tuning cuts them.
+Sequences are cut to the dataset's ``max_length`` as fine-tuning cuts them, and
+their codes are read from the dataset tokens when the workflow made them
+(:mod:`vqdna.dataset_tokens`), else encoded here.
 """
 
 from __future__ import annotations
@@ -34,18 +36,18 @@ from tqdm import tqdm
 
 from vqdna import VqdnaError
 from vqdna.artifacts import SPLITS
+from vqdna.dataset_tokens import dataset_codes
 from vqdna.datasets.spec import DatasetSpec
 from vqdna.evaluation.kmer_baseline import (
     LinearSettings,
     fit_on_dev,
     predict_scores,
-    read_splits,
     result_record,
     task_metrics,
     write_outputs,
 )
 from vqdna.predict import load_encoder, matching_tokenizer, mean_pooled
-from vqdna.runtime import choose_device, encode_sequences
+from vqdna.runtime import choose_device
 from vqdna.tokenizer.api import Tokenizer, VQTokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -69,10 +71,6 @@ class ProbeSettings(LinearSettings):
 
 
 # -- features ------------------------------------------------------------------------------------------
-
-
-def _row_names(split: str, count: int) -> list[str]:
-    return [f"{split} row {i}" for i in range(count)]
 
 
 def _vq_mean_embedding(tokenizer: VQTokenizer, codes: list[np.ndarray]) -> np.ndarray:
@@ -101,40 +99,28 @@ def _id_histogram(codes: list[np.ndarray], vocab_size: int) -> sp.csr_matrix:
     return sp.coo_matrix((1.0 / lengths[rows], (rows, columns)), shape=(len(codes), vocab_size)).tocsr()  # repeats summed
 
 
-def tokenizer_features(
-    tokenizer: Tokenizer, sequences: list[str], *, chunk_size: int = 1024, desc: str = "features", used: list[np.ndarray] | None = None
-) -> np.ndarray | sp.csr_matrix:
-    """Stage-1 features: VQ/HRQ -> mean code embedding (N, D) dense; baseline -> id histogram (N, V) sparse.
+def tokenizer_features(tokenizer: Tokenizer, codes: list[np.ndarray], *, used: list[np.ndarray] | None = None) -> np.ndarray | sp.csr_matrix:
+    """Stage-1 features of per sequence codes: VQ/HRQ -> mean code embedding (N, D) dense; baseline -> id histogram (N, V) sparse.
 
     ``used`` (one boolean array per level, vocabulary long) marks every id seen: Table 1's token usage.
     """
-    names = _row_names(desc, len(sequences))
-    parts = []
-    with tqdm(total=len(sequences), desc=desc, unit="seq", mininterval=10) as progress:
-        for start in range(0, len(sequences), chunk_size):
-            codes = encode_sequences(tokenizer, names[start : start + chunk_size], sequences[start : start + chunk_size])
-            for level, seen in enumerate(used or []):
-                seen[np.concatenate([c[level] for c in codes]).astype(np.int64)] = True
-            if isinstance(tokenizer, VQTokenizer):
-                parts.append(_vq_mean_embedding(tokenizer, codes))
-            else:
-                parts.append(_id_histogram(codes, tokenizer.level_sizes[0]))
-            progress.update(len(codes))
-    return np.concatenate(parts) if isinstance(tokenizer, VQTokenizer) else sp.vstack(parts, format="csr")
+    for level, seen in enumerate(used or []):
+        seen[np.concatenate([c[level] for c in codes]).astype(np.int64)] = True
+    if isinstance(tokenizer, VQTokenizer):
+        return _vq_mean_embedding(tokenizer, codes)
+    return _id_histogram(codes, tokenizer.level_sizes[0])
 
 
 def encoder_features(
-    encoder: torch.nn.Module, tokenizer: Tokenizer, sequences: list[str], device: torch.device, *,
+    encoder: torch.nn.Module, codes: list[np.ndarray], device: torch.device, *,
     batch_size: int = 64, chunk_length: int | None = None, chunk_size: int = 1024, desc: str = "features",
 ) -> np.ndarray:
-    """Mean-pooled last hidden states (N, H) float32, as ``vqdna embed`` computes them."""
-    names = _row_names(desc, len(sequences))
+    """Mean-pooled last hidden states (N, H) float32 of per sequence codes, as ``vqdna embed`` computes them."""
     parts = []
-    with tqdm(total=len(sequences), desc=desc, unit="seq", mininterval=10) as progress:
-        for start in range(0, len(sequences), chunk_size):
-            codes = encode_sequences(tokenizer, names[start : start + chunk_size], sequences[start : start + chunk_size])
-            parts.append(mean_pooled(encoder, codes, batch_size, device, chunk_length))
-            progress.update(len(codes))
+    with tqdm(total=len(codes), desc=desc, unit="seq", mininterval=10) as progress:
+        for start in range(0, len(codes), chunk_size):
+            parts.append(mean_pooled(encoder, codes[start : start + chunk_size], batch_size, device, chunk_length))
+            progress.update(len(parts[-1]))
     return np.concatenate(parts)
 
 
@@ -168,36 +154,38 @@ def linear_probe(
     if features == "tokenizer" and pretrained_dir is not None:
         raise VqdnaError(f"{where}: tokenizer features use the tokenizer alone; drop pretrained_dir ({pretrained_dir})")
     options = ProbeSettings.from_settings(settings, where)
-    data = read_splits(spec, dataset_dir)
     torch.manual_seed(seed)
     device = choose_device(device, threads)
     record: dict = {"features": features, "tokenizer": str(tokenizer_dir)}
 
-    started = time.time()
     if features == "encoder":
         model_dir = Path(pretrained_dir)
         encoder, config, base_dir = load_encoder(model_dir, None)
         tokenizer = matching_tokenizer(config, tokenizer_dir, model_dir, device)
         encoder = encoder.to(device)
         record |= {"model": str(model_dir), "pretrained": str(base_dir)}
-        matrices = {
-            split: encoder_features(
-                encoder, tokenizer, sequences, device, batch_size=options.batch_size,
-                chunk_length=options.chunk_length, chunk_size=options.chunk_size, desc=f"{spec.dataset} {split}",
-            )
-            for split, (sequences, _) in data.items()
-        }
     else:
         tokenizer = load_tokenizer(tokenizer_dir, device=device)
-        used = [np.zeros(size, dtype=bool) for size in tokenizer.level_sizes]
+    started = time.time()
+    data = dataset_codes(tokenizer, dataset_dir, spec.max_length)
+    for split, (labels, _) in data.items():
+        if not len(labels):
+            raise VqdnaError(f"dataset {spec.dataset}: the {split} split of {dataset_dir} has no rows")
+    if features == "encoder":
         matrices = {
-            split: tokenizer_features(tokenizer, sequences, chunk_size=options.chunk_size, desc=f"{spec.dataset} {split}", used=used)
-            for split, (sequences, _) in data.items()
+            split: encoder_features(
+                encoder, codes, device, batch_size=options.batch_size,
+                chunk_length=options.chunk_length, chunk_size=options.chunk_size, desc=f"{spec.dataset} {split}",
+            )
+            for split, (_, codes) in data.items()
         }
+    else:
+        used = [np.zeros(size, dtype=bool) for size in tokenizer.level_sizes]
+        matrices = {split: tokenizer_features(tokenizer, codes, used=used) for split, (_, codes) in data.items()}
         # Table 1's usage: the share of the vocabulary (every level) that the dataset's sequences use.
         record["token_usage"] = float(sum(int(u.sum()) for u in used) / sum(len(u) for u in used))
     feature_seconds = time.time() - started
-    labels = {split: y for split, (_, y) in data.items()}
+    labels = {split: y for split, (y, _) in data.items()}
     sparse = sp.issparse(matrices["train"])
     log.info(
         "%s: %s features, %d columns%s, %d train / %d dev / %d test, %.1f s",

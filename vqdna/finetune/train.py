@@ -39,7 +39,8 @@ from transformers import get_linear_schedule_with_warmup
 
 from vqdna import VqdnaError
 from vqdna.artifacts import atomic_dir, parquet_writer, with_metadata, write_json
-from vqdna.datasets.spec import DatasetSpec, read_split
+from vqdna.dataset_tokens import dataset_codes
+from vqdna.datasets.spec import DatasetSpec
 from vqdna.lm.modeling import VqdnaForSequenceClassification
 from vqdna.metrics import classification_metrics, regression_metrics
 from vqdna.runtime import (
@@ -231,12 +232,12 @@ def load_model(
 
 
 def read_splits(tokenizer: Tokenizer, dataset_dir: str | Path, max_length: int) -> dict[str, Split]:
-    """train, dev and test of ``dataset_dir``, every sequence cut to ``max_length`` nt and encoded."""
-    splits = {}
-    for name in ("train", "dev", "test"):
-        sequences, labels = read_split(Path(dataset_dir) / f"{name}.parquet")
-        splits[name] = Split(labels, tokenizer.encode([s[:max_length] for s in sequences]))
-    return splits
+    """train, dev and test of ``dataset_dir``, every sequence cut to ``max_length`` nt and encoded.
+
+    ``dataset_dir`` is a prepared dataset (encoded here) or its dataset tokens
+    (``results/dataset_tokens/{tokenizer}/{dataset}``: read, after checking the tokenizer hash).
+    """
+    return {split: Split(labels, codes) for split, (labels, codes) in dataset_codes(tokenizer, dataset_dir, max_length).items()}
 
 
 def _batches(

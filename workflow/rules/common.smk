@@ -188,6 +188,17 @@ def get_dataset_spec(wildcards):
     return canonical_json(PLAN.datasets[wildcards.dataset].build_spec)
 
 
+# ---- tokenize_dataset ----------------------------------------------------------------------------
+
+
+def get_dataset_tokens_inputs(wildcards):
+    return PLAN.dataset_tokens_inputs(wildcards.tokenizer, wildcards.dataset)
+
+
+def get_dataset_max_length(wildcards):
+    return PLAN.datasets[wildcards.dataset].max_length
+
+
 # ---- finetune, kmer_baseline, linear_probe -----------------------------------------------------
 
 
