@@ -24,6 +24,7 @@ from vqdna.datasets.prepare import prepare_dataset
 from vqdna.datasets.spec import DatasetSpec, read_split
 from vqdna.evaluation.probe import linear_probe
 from vqdna.finetune.train import finetune
+from vqdna.inspection import inspect_path
 from vqdna.tokenizer.api import load_tokenizer
 from vqdna.tokenizer.baselines import KmerConfig, KmerTokenizer
 
@@ -77,6 +78,7 @@ def test_each_row_holds_the_codes_of_its_sequence_cut_to_max_length(ggg, tmp_pat
         assert meta["vqdna.dataset"] == "ggg" and meta["vqdna.split"] == split and meta["vqdna.max_length"] == str(MAX_LENGTH)
         assert meta["vqdna.tokenizer"] == kind and meta["vqdna.tokenizer_hash"] == tokenizer.hash
         frame = pd.read_parquet(path)  # what a user opens
+        assert "vqdna.tokenizer_hash" in inspect_path(path)
         assert len(frame) == 40 and list(frame.codes_l1.iloc[0]) == expected[0][0].tolist()
     if kind == "kmer3":
         assert {len(c[0]) for c in read_dataset_tokens(tmp_path / "out", tokenizer.hash)["test"][1]} == {5}  # 15 nt / 3
