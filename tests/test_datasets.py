@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import csv
+import json
+import re
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -131,6 +135,39 @@ def test_bad_csv_is_a_one_line_error_naming_the_file_and_line(tmp_path, dev_text
     for part in expected_parts:
         assert part in message
     assert not output.exists() or list(output.iterdir()) == []
+
+
+# What the prepare_dataset rule runs, given what users have fed it: rc 1, one line naming the file
+# and line (or the split), and no output folder. Each was accepted, or a traceback, before.
+BAD_INPUTS_THROUGH_THE_COMMAND = [
+    pytest.param({"dev": b"sequence,label\nACGT,0\n,1\n"}, r"dev\.csv line 3: empty sequence$", id="empty-sequence"),
+    pytest.param({"dev": b"sequence,label\nACGT,0\n  ,1\n"}, r"dev\.csv line 3: empty sequence$", id="blank-sequence"),
+    pytest.param(
+        {"test": b"sequence,label\nACGT,0\nACGT,1\nAC\xe9GT,1\n"}, r"test\.csv line 4: byte 0xe9 is not UTF-8 text", id="latin-1-csv"
+    ),
+    pytest.param(
+        {"train": b"sequence,label\nACGT,1\nTTGG,1\n"}, r"the train split has only class 1 \(2 rows\); nothing to learn", id="one-class-train"
+    ),
+    pytest.param(
+        {"test": b"sequence,label\nACGT,0\nTTGG,0\n"}, r"the test split has only class 0 \(2 rows\); its metric is undefined", id="one-class-test"
+    ),
+]
+
+
+@pytest.mark.parametrize(("files", "expected"), BAD_INPUTS_THROUGH_THE_COMMAND)
+def test_bad_gue_csvs_are_one_line_through_the_rules_command(tmp_path, files, expected):
+    source = _write_gue_folder(tmp_path / "gue", {})
+    for split, raw in files.items():
+        (source / f"{split}.csv").write_bytes(raw)
+    spec = {"dataset": "ds", "task": "classification", "num_labels": 2, "max_length": 128, "source": str(source)}
+    result = subprocess.run(
+        [sys.executable, "-m", "vqdna", "prepare-dataset", "--spec", json.dumps(spec), "--output", str(tmp_path / "out")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert re.search(expected, result.stderr.strip()), result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_split_csv_is_an_error_naming_the_file(tmp_path):

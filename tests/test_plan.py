@@ -385,3 +385,33 @@ def test_a_run_may_fine_tune_another_runs_encoder_its_own_way(tmp_path):
 
 def test_an_unknown_finetune_mode_is_a_schema_error(tmp_path):
     assert "finetune.mode" in _error(_config(tmp_path, finetune={"runs": ["bert"], "mode": "partial"}))
+
+
+BAD_NAMES = ["../../../somewhere", "a/b", ".hidden", "with space", "$(touch x)", ""]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+@pytest.mark.parametrize("where", ["tokenizers", "runs", "archives", "ablations"])
+def test_names_that_would_leave_results_or_reach_a_shell_are_refused(tmp_path, name, where):
+    """Config names become folders under results/ and logs/: the sheets' id pattern, or one line naming the key."""
+    config = _config(tmp_path)
+    if where == "tokenizers":
+        config["tokenizers"][name] = config["tokenizers"].pop("vq")
+        config["runs"]["bert"]["tokenizer"] = name
+    elif where == "runs":
+        config["runs"][name] = config["runs"].pop("bert")
+        config["finetune"]["runs"] = [name]
+    elif where == "archives":
+        config["archives"] = {name: {"source": "gue.zip"}}
+    else:
+        config["ablations"] = {name: {"key": "codebook_size", "values": [256], "tokenizers": ["vq"]}}
+    message = _error(config)
+    assert message.startswith(f"config: {where}: the name {name!r} is not allowed: a name starts with a letter or digit")
+
+
+def test_a_sweep_value_that_makes_a_bad_variant_name_is_refused(tmp_path):
+    config = _config(tmp_path, ablations={"code_size": {"key": "codebook_size", "values": ["../x"], "tokenizers": ["vq"]}})
+    assert _error(config) == (
+        "ablations.code_size.values: '../x' makes the variant 'vq_code_size../x', which is not allowed: "
+        "a name starts with a letter or digit and holds only letters, digits, '_', '.' and '-'"
+    )

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import re
 import shlex
 import urllib.parse
 from collections.abc import Iterable, Mapping
@@ -67,6 +68,10 @@ _METRICS_OF_TASK = MappingProxyType(
 )
 
 Cell = str | int | float | None
+
+# Names of archives, tokenizers, runs, sweep axes and sweep variants become folders under results/ and logs/.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+NAME_RULE = "is not allowed: a name starts with a letter or digit and holds only letters, digits, '_', '.' and '-'"
 
 
 def canonical_json(value: Any) -> str:
@@ -547,6 +552,8 @@ def _problem(error: jsonschema.ValidationError) -> str:
         # ("not" errors print the entry again: left out.)
         misses = dict.fromkeys(sub.message for sub in error.context if sub.validator != "not")
         return f"fits none of the allowed forms ({'; '.join(misses)})"
+    if "propertyNames" in error.schema_path:
+        return f"the name {error.instance!r} {NAME_RULE}"
     return error.message
 
 
@@ -648,6 +655,8 @@ def _expand_sweeps(ablations: Mapping[str, Mapping], kind: str, entries: Mapping
                 name = base
                 if entries[base].get(sweep["key"]) != value:
                     name = f"{base}_{axis}{value:g}" if isinstance(value, float) else f"{base}_{axis}{value}"
+                    if not NAME_PATTERN.match(name):
+                        raise VqdnaError(f"ablations.{axis}.values: {value!r} makes the variant {name!r}, which {NAME_RULE}")
                     entries[name] = {**entries[base], sweep["key"]: value}
                     variant_of[name] = base
                 points.setdefault(name, []).append(AblationPoint(axis, _frozen(value)))

@@ -50,6 +50,8 @@ def _read_csv_split(text: str, where: str, spec: DatasetSpec) -> tuple[list[str]
         if len(row) < 2:
             raise VqdnaError(f"{where} line {row_no}: expected 'sequence,label', found {row!r}")
         sequence, label = row[0].strip(), row[1].strip()
+        if not sequence:
+            raise VqdnaError(f"{where} line {row_no}: empty sequence")
         try:
             base_ids(sequence)
         except VqdnaError as err:
@@ -65,6 +67,27 @@ def _read_csv_split(text: str, where: str, spec: DatasetSpec) -> tuple[list[str]
     if not sequences:
         raise VqdnaError(f"{where}: no rows")
     return sequences, labels
+
+
+def _utf8(raw: bytes, where: str) -> str:
+    """A CSV's text (a UTF-8 byte-order mark dropped); one line naming the line of a byte that is not UTF-8."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise VqdnaError(f"{where} line {line}: byte 0x{raw[err.start]:02x} is not UTF-8 text; save the file as UTF-8") from None
+
+
+def _check_labels(spec: DatasetSpec, splits: dict[str, tuple[list[str], list]]) -> None:
+    """One line when a split's labels cannot train or score: a single class (MCC, F1 undefined), or constant targets."""
+    for split, (_, labels) in splits.items():
+        values = sorted(set(labels))
+        if len(values) == 1:
+            what = f"only class {values[0]}" if spec.task == "classification" else f"the same target {values[0]} on every row"
+            raise VqdnaError(
+                f"dataset {spec.dataset}: the {split} split has {what} ({len(labels)} rows); "
+                f"{'nothing to learn' if split == 'train' else 'its metric is undefined'}: check the source's labels"
+            )
 
 
 def _fetch_csv_splits(spec: DatasetSpec, archives_dir: Path) -> dict[str, tuple[bytes, str]]:
@@ -183,7 +206,7 @@ def prepare_dataset(
                 f"dataset {spec.dataset}: sha256 mismatch for {spec.source} train/dev/test.csv "
                 f"(expected {spec.sha256.lower()}, got {digest}); fix the sheet's sha256 or the source"
             )
-        splits = {split: _read_csv_split(raw.decode("utf-8-sig"), where, spec) for split, (raw, where) in fetched.items()}
+        splits = {split: _read_csv_split(_utf8(raw, where), where, spec) for split, (raw, where) in fetched.items()}
         provenance["source"] = spec.source
         provenance["source_sha256"] = digest
         if spec.train_from == "dev":
@@ -198,6 +221,7 @@ def prepare_dataset(
         splits["train"] = ([sequences[i] for i in pick], [labels[i] for i in pick])
         provenance["train_subset"] = spec.max_train_samples
 
+    _check_labels(spec, splits)
     counts = {}
     schema = dataset_schema(spec.task)
     for split, (sequences, labels) in splits.items():
