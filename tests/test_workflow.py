@@ -356,9 +356,16 @@ def test_pretraining_state_is_cleared_once_the_model_is_saved(workflow_run):
 
 
 def test_a_tokenizer_and_an_encoder_from_elsewhere_are_fine_tuned_as_they_are(workflow_run, test_data, tmp_path):
-    """`tokenizers: {NAME: {path}}` and `runs: {NAME: {pretrained}}`: nothing is trained or pretrained again."""
-    tokenizer = workflow_run.path("results/tokenizers/vq512")
-    encoder = workflow_run.path("results/pretrain/tiny")
+    """`tokenizers: {NAME: {path}}` and `runs: {NAME: {pretrained}}`: nothing is trained or pretrained again.
+
+    Their folders sit under a name with a space, a quote and a command substitution: every rule quotes what
+    reaches its shell, so the paths arrive whole and nothing runs.
+    """
+    elsewhere = tmp_path / "their models" / "it's $(touch pwned)"
+    tokenizer = elsewhere / "tokenizer"
+    encoder = elsewhere / "encoder"
+    shutil.copytree(workflow_run.path("results/tokenizers/vq512"), tokenizer)
+    shutil.copytree(workflow_run.path("results/pretrain/tiny"), encoder)
     (tmp_path / "config").mkdir()
     config = {
         "genomes": "config/genomes.tsv",
@@ -385,6 +392,7 @@ def test_a_tokenizer_and_an_encoder_from_elsewhere_are_fine_tuned_as_they_are(wo
     assert metrics["base_weights_sha256"] == weights_fingerprint(load_file(encoder / "model.safetensors"))
     assert metrics["tokenizer_hash"] == tokenizer_hash(tokenizer)
     assert _meta(tmp_path / "results/tokens/theirs/lambda_phage.parquet")["vqdna.tokenizer_hash"] == tokenizer_hash(tokenizer)
+    assert not list(tmp_path.rglob("pwned")) and not (REPO / "pwned").exists()
 
 
 def test_a_gue_dataset_inside_an_archive_is_fetched_unpacked_once_and_prepared(workflow_run, test_data, tmp_path):

@@ -20,7 +20,7 @@ rule download_archive:
         version=STAGE_VERSIONS["download_archive"],
     shell:
         "python -m vqdna fetch-archive --source {params.source:q} --sha256={params.sha256:q}"
-        " --output {output.archive} > {log} 2>&1"
+        " --output {output.archive:q} > {log:q} 2>&1"
 
 
 rule unpack_archive:
@@ -43,4 +43,4 @@ rule unpack_archive:
     params:
         version=STAGE_VERSIONS["unpack_archive"],
     shell:
-        "python -m vqdna unpack-archive --archive {input} --output {output} > {log} 2>&1"
+        "python -m vqdna unpack-archive --archive {input:q} --output {output:q} > {log:q} 2>&1"

@@ -24,5 +24,5 @@ rule tokenize_dataset:
         version=STAGE_VERSIONS["tokenize_dataset"],
     shell:
         "python -m vqdna tokenize-dataset --tokenizer {params.tokenizer:q} --name {wildcards.tokenizer}"
-        " --dataset {params.dataset:q} --max-length {params.max_length} --output {params.folder:q}"
-        " --threads {threads} > {log} 2>&1"
+        " --dataset {params.dataset:q} --max-length {params.max_length:q} --output {params.folder:q}"
+        " --threads {threads} > {log:q} 2>&1"

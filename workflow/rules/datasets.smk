@@ -20,4 +20,4 @@ rule prepare_dataset:
         version=STAGE_VERSIONS["prepare_dataset"],
     shell:
         "python -m vqdna prepare-dataset --spec {params.spec:q} {params.genomes}"
-        " --output {params.folder} > {log} 2>&1"
+        " --output {params.folder:q} > {log:q} 2>&1"

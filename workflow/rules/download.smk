@@ -21,7 +21,7 @@ rule download_genome:
         version=STAGE_VERSIONS["download_genome"],
     shell:
         "python -m vqdna download --genome {wildcards.genome} --source {params.source:q}"
-        " --sha256={params.sha256:q} --output {output.fasta} > {log} 2>&1"
+        " --sha256={params.sha256:q} --output {output.fasta:q} > {log:q} 2>&1"
 
 
 rule download_assembly_report:
@@ -45,4 +45,4 @@ rule download_assembly_report:
         version=STAGE_VERSIONS["download_genome"],
     shell:
         "python -m vqdna fetch-file --what 'assembly report of {wildcards.genome}'"
-        " --source {params.source:q} --sha256={params.sha256:q} --output {output.report} > {log} 2>&1"
+        " --source {params.source:q} --sha256={params.sha256:q} --output {output.report:q} > {log:q} 2>&1"

@@ -23,6 +23,6 @@ rule finetune:
         version=STAGE_VERSIONS["finetune"],
     shell:
         "python -m vqdna finetune --spec {params.spec:q} --settings {params.settings:q} --seed {wildcards.seed}"
-        " --pretrained {params.pretrained} --tokenizer {params.tokenizer}"
-        " --dataset {params.dataset} --output {params.folder}"
-        " --threads {threads} > {log} 2>&1"
+        " --pretrained {params.pretrained:q} --tokenizer {params.tokenizer:q}"
+        " --dataset {params.dataset:q} --output {params.folder:q}"
+        " --threads {threads} > {log:q} 2>&1"

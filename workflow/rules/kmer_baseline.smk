@@ -20,4 +20,4 @@ rule kmer_baseline:
         version=STAGE_VERSIONS["kmer_baseline"],
     shell:
         "python -m vqdna kmer-baseline --spec {params.spec:q} --settings {params.settings:q} --seed {wildcards.seed}"
-        " --dataset {params.dataset} --output {params.folder} > {log} 2>&1"
+        " --dataset {params.dataset:q} --output {params.folder:q} > {log:q} 2>&1"

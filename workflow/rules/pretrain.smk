@@ -31,6 +31,6 @@ rule pretrain_mlm:
         version=STAGE_VERSIONS["pretrain_mlm"],
     shell:
         "python -m vqdna pretrain --name {wildcards.run} --settings {params.settings:q}"
-        " --tokenizer {params.tokenizer} --tokens {input.tokens} --output {params.folder}"
-        " --state {params.state} --processes {resources.gpus_per_node} --nodes {resources.nodes}"
-        " --threads {threads} > {log} 2>&1"
+        " --tokenizer {params.tokenizer:q} --tokens {input.tokens:q} --output {params.folder:q}"
+        " --state {params.state:q} --processes {resources.gpus_per_node} --nodes {resources.nodes}"
+        " --threads {threads} > {log:q} 2>&1"

@@ -25,5 +25,5 @@ rule linear_probe:
         version=STAGE_VERSIONS["linear_probe"],
     shell:
         "python -m vqdna probe --features tokenizer --spec {params.spec:q} --settings {params.settings:q}"
-        " --tokenizer {params.tokenizer} --dataset {params.dataset} --output {params.folder}"
-        " --threads {threads} > {log} 2>&1"
+        " --tokenizer {params.tokenizer:q} --dataset {params.dataset:q} --output {params.folder:q}"
+        " --threads {threads} > {log:q} 2>&1"

@@ -19,5 +19,5 @@ rule make_tables:
         folder=lambda wildcards, output: folder_of(output[0]),
         version=STAGE_VERSIONS["make_tables"],
     shell:
-        "python -m vqdna tables --plan {params.plan:q} --output-dir {params.folder}"
-        " {input.finetune} {input.kmer} {input.probe} {input.tokenizers} {input.pretrain} > {log} 2>&1"
+        "python -m vqdna tables --plan {params.plan:q} --output-dir {params.folder:q}"
+        " {input.finetune:q} {input.kmer:q} {input.probe:q} {input.tokenizers:q} {input.pretrain:q} > {log:q} 2>&1"

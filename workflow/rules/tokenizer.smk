@@ -23,7 +23,7 @@ rule train_tokenizer:
         version=STAGE_VERSIONS["train_tokenizer"],
     shell:
         "python -m vqdna train-tokenizer --name {wildcards.tokenizer} --settings {params.settings:q}"
-        " --windows {input} --output {params.folder} --threads {threads} > {log} 2>&1"
+        " --windows {input:q} --output {params.folder:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule evaluate_tokenizer:
@@ -48,8 +48,8 @@ rule evaluate_tokenizer:
         tokenizer=tokenizer_folder,
         version=STAGE_VERSIONS["evaluate_tokenizer"],
     shell:
-        "python -m vqdna evaluate-tokenizer --tokenizer {params.tokenizer} --settings {params.settings:q}"
-        " --windows {input.windows} --output {output} --threads {threads} > {log} 2>&1"
+        "python -m vqdna evaluate-tokenizer --tokenizer {params.tokenizer:q} --settings {params.settings:q}"
+        " --windows {input.windows:q} --output {output:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule tokenize_genome:
@@ -71,5 +71,5 @@ rule tokenize_genome:
         tokenizer=tokenizer_folder,
         version=STAGE_VERSIONS["tokenize_genome"],
     shell:
-        "python -m vqdna tokenize --tokenizer {params.tokenizer} --name {wildcards.tokenizer}"
-        " --windows {input.windows} --output {output} --threads {threads} > {log} 2>&1"
+        "python -m vqdna tokenize --tokenizer {params.tokenizer:q} --name {wildcards.tokenizer}"
+        " --windows {input.windows:q} --output {output:q} --threads {threads} > {log:q} 2>&1"

@@ -17,5 +17,5 @@ rule make_windows:
         options=PLAN.window_flags,
         version=STAGE_VERSIONS["make_windows"],
     shell:
-        "python -m vqdna windows --genome {wildcards.genome} --fasta {input.fasta}"
-        " --output {output} {params.options} > {log} 2>&1"
+        "python -m vqdna windows --genome {wildcards.genome} --fasta {input.fasta:q}"
+        " --output {output:q} {params.options} > {log:q} 2>&1"
