@@ -538,6 +538,32 @@ def test_a_genome_added_to_the_sheet_is_the_only_one_downloaded_windowed_and_tok
     assert _planned(workdir) == {}  # and nothing is left to do
 
 
+def test_a_killed_jobs_temporaries_are_removed_by_its_next_run(workflow_run, tmp_path):
+    """What a kill -9 leaves beside a genome, a windows file and a token file goes when the same job runs again."""
+    workdir = _copy_of_the_run(workflow_run, tmp_path)
+    debris = [
+        workdir / "resources/genomes/.lambda_phage.download-killed/lambda_phage.fa.gz",
+        workdir / "results/windows/.lambda_phage.parquet.tmp-killed",
+        workdir / "results/tokens/vq512/.lambda_phage.parquet.tmp-killed",
+        workdir / "results/dataset_tokens/vq512/.prom_core_notata.tmp-killed/train.parquet",
+    ]
+    for path in debris:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half written")
+    targets = [
+        "resources/genomes/lambda_phage.fa.gz", "results/windows/lambda_phage.parquet",
+        "results/tokens/vq512/lambda_phage.parquet", "results/dataset_tokens/vq512/prom_core_notata/train.parquet",
+    ]
+    result = subprocess.run(
+        snakemake_command(workdir, "--force", *targets), cwd=workdir, env=snakemake_env(), capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [p for p in debris if p.exists()] == []
+    assert not (workdir / "resources/genomes/.lambda_phage.download-killed").exists()
+    assert not (workdir / "results/dataset_tokens/vq512/.prom_core_notata.tmp-killed").exists()
+    assert all((workdir / target).is_file() for target in targets)
+
+
 def test_a_changed_tokenizer_retokenizes_its_files_only_and_old_files_are_refused(workflow_run, tmp_path):
     workdir = _copy_of_the_run(workflow_run, tmp_path)
     config_path = workdir / "config" / "config.yaml"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import glob
 import json
 import os
 import shutil
@@ -83,15 +84,29 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in raw.items() if k.startswith(b"vqdna.")}
 
 
+def clear_leftovers(folder: Path, prefix: str) -> None:
+    """Delete the files and folders in ``folder`` named ``prefix*``: a killed writer's temporaries.
+
+    Each output has one writer at a time (Snakemake runs one job per output), so
+    whatever temporary of that output exists when its writer starts is debris.
+    """
+    for entry in folder.glob(f"{glob.escape(prefix)}*"):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place only on success.
 
     A killed or failed writer leaves a hidden ``.name.tmp-*`` file at most, never
-    a file under the final name that looks complete.
+    a file under the final name that looks complete; the next write of ``path`` removes it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clear_leftovers(path.parent, f".{path.name}.tmp-")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
@@ -108,6 +123,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Like :func:`atomic_path` for a directory: fill a temp dir, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clear_leftovers(path.parent, f".{path.name}.tmp-")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         yield tmp

@@ -36,6 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from vqdna import VqdnaError, __version__
+from vqdna.artifacts import clear_leftovers
 from vqdna.genome import (
     index_fasta,
     is_sequence_table,
@@ -123,6 +124,7 @@ def fetch_file(what: str, source: str, output: str | Path, *, sha256: str | None
     output = Path(output)
     expected = sha256.lower().strip() if sha256 else None
     output.parent.mkdir(parents=True, exist_ok=True)
+    clear_leftovers(output.parent, f".{output.name}.download-")  # a killed fetch's folder
     work = Path(tempfile.mkdtemp(prefix=f".{output.name}.download-", dir=output.parent))
     try:
         raw, origin, actual = _verified_raw(what, source, expected, resolve_mirror(mirror), work)
@@ -160,6 +162,7 @@ def fetch_genome(
     sidecar = output.with_name(f"{genome}.source.json")
     expected = sha256.lower().strip() if sha256 else None
     output.parent.mkdir(parents=True, exist_ok=True)
+    clear_leftovers(output.parent, f".{genome}.download-")  # a killed download's folder, the size of a genome
     work = Path(tempfile.mkdtemp(prefix=f".{genome}.download-", dir=output.parent))
     try:
         raw, origin, actual = _verified_raw(f"genome {genome}", source, expected, resolve_mirror(mirror), work)
