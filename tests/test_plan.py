@@ -41,6 +41,14 @@ def _tiles(name: str = "tiles", **cells) -> dict:
             "genomes": "phage,virus", "max_length": 64, "learning_rate": 3e-5, **cells}
 
 
+@pytest.fixture(autouse=True)
+def _in_a_workdir(tmp_path, monkeypatch):
+    """The plan reads local sources and built genomes relative to the working directory, as Snakemake runs it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "genomes").mkdir()
+    (tmp_path / "genomes" / "virus.fa.gz").write_bytes(b"")
+
+
 def _sheet(path: Path, columns: list[str], rows: list[dict], preamble: str = "") -> str:
     lines = ["\t".join(columns)] + ["\t".join(str(row.get(c, "")) for c in columns) for row in rows]
     path.write_text(preamble + "\n".join(lines) + "\n")
@@ -336,7 +344,7 @@ def test_stage_inputs_and_settings(tmp_path):
         " --assembly-reports mouse=resources/genomes/mouse.assembly_report.txt"
     )
     assert plan.genomes_with_reports == ["mouse"]
-    assert plan.genomes["virus"].source_is_local and not plan.genomes["phage"].source_is_local
+    assert plan.genomes["virus"].source_file == "genomes/virus.fa.gz" and plan.genomes["phage"].source_file is None
     assert plan.window_flags == "--length 512 --reverse-complement"
     vq = plan.tokenizers["vq"]
     assert vq.windows == ["results/windows/phage.parquet"]
@@ -414,4 +422,41 @@ def test_a_sweep_value_that_makes_a_bad_variant_name_is_refused(tmp_path):
     assert _error(config) == (
         "ablations.code_size.values: '../x' makes the variant 'vq_code_size../x', which is not allowed: "
         "a name starts with a letter or digit and holds only letters, digits, '_', '.' and '-'"
+    )
+
+
+def test_a_local_source_that_is_gone_is_one_line_unless_the_genome_here_was_built_from_it(tmp_path):
+    """Snakemake keeps outputs whose input is missing: a sheet pointed at a missing file must not keep the old genome."""
+    (tmp_path / "genomes" / "virus.fa.gz").unlink()
+    config = _config(tmp_path)
+    assert _error(config) == f"{tmp_path / 'genomes.tsv'}: genome virus: source genomes/virus.fa.gz not found"
+    built = tmp_path / "resources" / "genomes"
+    built.mkdir(parents=True)
+    (built / "virus.fa.gz").write_bytes(b"")
+    (built / "virus.source.json").write_text(json.dumps({"source": "elsewhere/virus.fa"}))
+    assert _error(config) == (
+        f"{tmp_path / 'genomes.tsv'}: genome virus: source genomes/virus.fa.gz not found; resources/genomes/virus.fa.gz "
+        "was built from elsewhere/virus.fa: restore the file, or point the sheet at one that exists"
+    )
+    # Built from this very file, since removed: the genome stands, and its job has no input to miss.
+    (built / "virus.source.json").write_text(json.dumps({"source": "genomes/virus.fa.gz"}))
+    assert _plan(config).genomes["virus"].source_file is None
+
+
+@pytest.mark.parametrize("source", ["file:///data/virus.fa", "s3://bucket/virus.fa", "gopher://host/virus.fa"])
+def test_a_source_url_no_rule_fetches_says_unsupported_scheme(tmp_path, source):
+    genomes = [{**GENOMES[0], "source": source}, *GENOMES[1:]]
+    config = {**_config(tmp_path), "genomes": _sheet(tmp_path / "genomes.tsv", GENOME_COLUMNS, genomes)}
+    scheme = source.split("://")[0]
+    assert _error(config) == (
+        f"{tmp_path / 'genomes.tsv'}: genome phage: source {source}: unsupported scheme '{scheme}://' "
+        "(use https, http, ftp or a local path)"
+    )
+
+
+def test_a_dataset_source_url_no_rule_fetches_says_unsupported_scheme(tmp_path):
+    config = _config(tmp_path, datasets=[_tiles(), {**_tiles("gue"), "genomes": "", "source": "file:///data/gue/prom"}])
+    assert _error(config) == (
+        f"{tmp_path / 'datasets.tsv'}: dataset gue: source file:///data/gue/prom: unsupported scheme 'file://' "
+        "(use https, http, ftp or a local path)"
     )

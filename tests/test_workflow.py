@@ -538,6 +538,24 @@ def test_a_genome_added_to_the_sheet_is_the_only_one_downloaded_windowed_and_tok
     assert _planned(workdir) == {}  # and nothing is left to do
 
 
+@pytest.mark.parametrize(
+    "source,expected",
+    [
+        ("/nowhere/lambda.fa", r"genome lambda_phage: source /nowhere/lambda\.fa not found; resources/genomes/lambda_phage\.fa\.gz was built from https://"),
+        ("file:///nowhere/lambda.fa", r"genome lambda_phage: source file:///nowhere/lambda\.fa: unsupported scheme 'file://'"),
+    ],
+    ids=["missing-path", "file-url"],
+)
+def test_a_genome_source_changed_to_one_that_cannot_be_read_is_one_line_not_the_old_genome(workflow_run, tmp_path, source, expected):
+    workdir = _copy_of_the_run(workflow_run, tmp_path)
+    sheet = workdir / "config" / "genomes.tsv"
+    rows = [line.split("\t") for line in sheet.read_text().splitlines()]
+    sheet.write_text("\n".join("\t".join([r[0], source, "", *r[3:]] if r[0] == "lambda_phage" else r) for r in rows) + "\n")
+    result = subprocess.run(snakemake_command(workdir, "--dry-run"), cwd=workdir, env=snakemake_env(), capture_output=True, text=True)
+    assert result.returncode == 1 and "Nothing to be done" not in result.stdout + result.stderr
+    assert re.search(expected, result.stderr), result.stderr[-2000:]
+
+
 def test_a_killed_jobs_temporaries_are_removed_by_its_next_run(workflow_run, tmp_path):
     """What a kill -9 leaves beside a genome, a windows file and a token file goes when the same job runs again."""
     workdir = _copy_of_the_run(workflow_run, tmp_path)

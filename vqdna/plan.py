@@ -37,7 +37,7 @@ import jsonschema
 import yaml
 
 from vqdna import VqdnaError
-from vqdna.sources import is_local, parse_archive_source
+from vqdna.sources import check_scheme, is_local, parse_archive_source
 
 SPLITS = ("train", "dev", "test")
 # The paper's tables, our methods compared (with paired bootstrap intervals), and the summary of every result.
@@ -107,10 +107,9 @@ class Genome:
     sha256: str  # empty: recorded on first download
     assembly_report: str  # empty: none
     assembly_report_sha256: str
-
-    @property
-    def source_is_local(self) -> bool:
-        return is_local(self.source)
+    # The local file download_genome reads, an input of its job (editing it reruns the download); None for
+    # a URL, and for a local file since removed from which the genome here was built (nothing to redo).
+    source_file: str | None
 
 
 @dataclass(frozen=True)
@@ -468,8 +467,10 @@ def build_plan(config: Mapping[str, Any], schemas: Path) -> Plan:
     config = _validated(config, _load_schema(schemas / "config.schema.yaml"))
     genome_sheet, dataset_sheet = config["genomes"], config["datasets"]
     genome_rows = _read_sheet(genome_sheet, _load_schema(schemas / "genomes.schema.yaml"), "genome")
-    genomes = {name: _genome(row) for name, row in genome_rows.items()}
+    genomes = {name: _genome(row, genome_sheet) for name, row in genome_rows.items()}
     rows = _read_sheet(dataset_sheet, _load_schema(schemas / "datasets.schema.yaml"), "dataset")
+    for name, row in rows.items():
+        check_scheme(row.get("source") or "", f"{dataset_sheet}: dataset {name}")
     usable = {name: row for name, row in rows.items() if not _missing_local_source(row)}
     skipped = tuple(_skipped(name, row) for name, row in rows.items() if name not in usable)
 
@@ -607,14 +608,34 @@ def _typed_cell(where: str, column: str, text: str, kind: type) -> int | float |
         raise VqdnaError(f"{where}: {column}: {text!r} is not {'an integer' if kind is int else 'a number'}") from None
 
 
-def _genome(row: Mapping[str, Cell]) -> Genome:
+def _genome(row: Mapping[str, Cell], sheet: str) -> Genome:
+    name, source = row["genome"], row["source"]
+    check_scheme(source, f"{sheet}: genome {name}")
     return Genome(
-        name=row["genome"],
-        source=row["source"],
+        name=name,
+        source=source,
         sha256=row.get("sha256", ""),
         assembly_report=row.get("assembly_report", ""),
         assembly_report_sha256=row.get("assembly_report_sha256", ""),
+        source_file=_local_source_file(name, source, sheet) if is_local(source) else None,
     )
+
+
+def _local_source_file(name: str, source: str, sheet: str) -> str | None:
+    """The source file, or None when it is gone but the genome here was built from it.
+
+    Snakemake does not rerun a job whose input is missing while its outputs exist: a source
+    changed to a path that does not exist would silently keep the old genome. One line instead.
+    """
+    if Path(source).is_file():
+        return source
+    built = Path("resources/genomes") / f"{name}.fa.gz"
+    sidecar = built.with_name(f"{name}.source.json")
+    recorded = json.loads(sidecar.read_text()).get("source") if built.is_file() and sidecar.is_file() else None
+    if recorded == source:
+        return None
+    origin = f"; {built} was built from {recorded}: restore the file, or point the sheet at one that exists" if recorded else ""
+    raise VqdnaError(f"{sheet}: genome {name}: source {source} not found{origin}")
 
 
 def _missing_local_source(row: Mapping[str, Cell]) -> bool:

@@ -17,6 +17,16 @@ ARCHIVE_PREFIX = "archive:"
 _NOT_LOCAL_SCHEMES = ("http", "https", "ftp", "archive")
 
 
+_FETCHED_SCHEMES = ("http", "https", "ftp")
+
+
+def check_scheme(source: str, where: str) -> None:
+    """One line for a URL whose scheme no rule fetches (``file://``, ``s3://``, ...): it is not a local path either."""
+    scheme = urllib.parse.urlparse(source).scheme
+    if "://" in source and scheme not in _FETCHED_SCHEMES:
+        raise VqdnaError(f"{where}: source {source}: unsupported scheme '{scheme}://' (use https, http, ftp or a local path)")
+
+
 def is_local(source: str) -> bool:
     """A path on this machine, not a URL or an ``archive:`` source."""
     return urllib.parse.urlparse(source).scheme not in _NOT_LOCAL_SCHEMES

@@ -81,8 +81,8 @@ def dataset_folder(wildcards, input):
 
 def get_local_genome_source(wildcards):
     """A local source file is an input (editing it reruns the download); URLs are not files."""
-    genome = PLAN.genomes[wildcards.genome]
-    return [genome.source] if genome.source_is_local else []
+    source_file = PLAN.genomes[wildcards.genome].source_file
+    return [source_file] if source_file else []
 
 
 def get_genome_source(wildcards):
