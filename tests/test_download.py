@@ -6,6 +6,7 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -312,3 +313,40 @@ def test_a_corpus_with_a_bad_character_names_its_line_and_leaves_nothing(tmp_pat
     with pytest.raises(VqdnaError, match=r"corpus\.txt line 2: character '-'"):
         fetch_genome("corpus", str(source), tmp_path / "out" / "corpus.fa.gz")
     assert not any((tmp_path / "out").glob("corpus*"))
+
+
+def _sixty_mers(count: int) -> bytes:
+    return b"".join(bytes(b"ACGT"[(i * 7 + j) % 4] for j in range(60)) + b"\n" for i in range(count))
+
+
+def _corrupt_deflate() -> bytes:
+    """A gzip whose header is sound and whose deflate stream is not: zlib.error, which is not an OSError."""
+    import gzip
+
+    data = bytearray(gzip.compress(b">chr1\n" + _sixty_mers(2000)))
+    data[12:13] = b"\x07"  # inside the first deflate block's code lengths
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    "content,expected",
+    [
+        (b">chr1 caf\xe9\n" + _sixty_mers(3), r"line 1: FASTA header holds byte 0xe9, which is not UTF-8 text$"),
+        (b">chr\xff1\n" + _sixty_mers(3), r"line 1: FASTA header holds byte 0xff, which is not UTF-8 text$"),
+        (_corrupt_deflate(), r"genome\.fa\.gz: cannot be read as plain or gzip text \(Error -3 while decompressing data: [a-z ]+\)$"),
+    ],
+    ids=["latin-1-description", "latin-1-name", "corrupt-deflate"],
+)
+def test_an_unreadable_genome_is_one_line_through_the_download_command_and_leaves_nothing(tmp_path, content, expected):
+    """What the download_genome rule runs: each was stored, then a traceback in make_windows, or a zlib traceback."""
+    source = tmp_path / "genome.fa.gz"
+    source.write_bytes(content)
+    output = tmp_path / "resources" / "genomes" / "bad.fa.gz"
+    result = subprocess.run(
+        [sys.executable, "-m", "vqdna", "download", "--genome", "bad", "--source", str(source), "--output", str(output)],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert re.search(expected, result.stderr.strip()), result.stderr
+    assert list(output.parent.iterdir()) == []

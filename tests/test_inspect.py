@@ -221,3 +221,23 @@ def test_missing_windows_file_is_a_one_line_error(made, tmp_path):
 def test_not_parquet_is_a_one_line_error(made):
     error = _one_line_error(made["folder"] / "toy.fa")
     assert "toy.fa: not a readable Parquet file" in error
+
+
+def test_a_parquet_file_with_an_intact_footer_and_corrupt_pages_is_one_line(tmp_path):
+    """`vqdna inspect` reads the footer, then the pages: a corrupt page was a ZSTD traceback."""
+    import pyarrow as pa
+
+    path = tmp_path / "windows.parquet"
+    rng = np.random.default_rng(0)
+    sequences = ["".join(rng.choice(list("ACGT"), 512)) for _ in range(200)]
+    pq.write_table(pa.table({"sequence": sequences}), path, compression="zstd")
+    footer_start = path.stat().st_size - 8 - int.from_bytes(path.read_bytes()[-8:-4], "little")
+    data = bytearray(path.read_bytes())
+    middle = footer_start // 2
+    data[middle : middle + 64] = bytes(64)  # inside the one column chunk's compressed page
+    path.write_bytes(bytes(data))
+    pq.ParquetFile(path)  # the footer still reads
+    result = subprocess.run([sys.executable, "-m", "vqdna", "inspect", str(path)], capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert re.search(r"windows\.parquet: corrupt data inside the Parquet file \(.+\); delete it and rerun", result.stderr)

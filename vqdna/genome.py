@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -82,6 +83,14 @@ def _not_fasta_reason(first_line: bytes) -> str:
     return f"the first line does not start with '>' ({first_line[:40]!r})"
 
 
+def _check_utf8_header(line: bytes, label: str, line_no: int) -> None:
+    """Contig names reach pysam, Parquet and the tables as text: a header that is not UTF-8 is refused here."""
+    try:
+        line.decode()
+    except UnicodeDecodeError as err:
+        raise VqdnaError(f"{label} line {line_no}: FASTA header holds byte 0x{line[err.start]:02x}, which is not UTF-8 text") from None
+
+
 def write_bgzip_fasta(source: str | Path, destination: str | Path, *, label: str | None = None) -> list[Contig]:
     """Validate ``source`` and write it bgzip-compressed, re-wrapped to 60 columns.
 
@@ -122,7 +131,8 @@ def write_bgzip_fasta(source: str | Path, destination: str | Path, *, label: str
                         words = line[1:].split()
                         if not words:
                             raise VqdnaError(f"{label} line {line_no}: FASTA header without a name")
-                        name = words[0].decode(errors="replace")
+                        _check_utf8_header(line, label, line_no)
+                        name = words[0].decode()
                         if name in seen:
                             raise VqdnaError(
                                 f"{label} line {line_no}: duplicate contig name {name!r} "
@@ -146,7 +156,7 @@ def write_bgzip_fasta(source: str | Path, destination: str | Path, *, label: str
                         length += len(line)
                         if len(pending) >= 1 << 20:
                             flush(final=False)
-            except (OSError, EOFError) as err:  # truncated or corrupt gzip
+            except (OSError, EOFError, zlib.error) as err:  # truncated or corrupt gzip
                 raise VqdnaError(f"{label}: cannot be read as plain or gzip text ({err})") from None
         if name is None:
             raise VqdnaError(f"{label}: empty file, no FASTA record found")
@@ -255,7 +265,7 @@ def read_fasta(path: str | Path, *, label: str | None = None) -> list[FastaRecor
                     lines.append(line)
                 elif line.strip():
                     raise VqdnaError(f"{label}: not a FASTA file: {_not_fasta_reason(line)}")
-    except (OSError, EOFError) as err:  # truncated or corrupt gzip
+    except (OSError, EOFError, zlib.error) as err:  # truncated or corrupt gzip
         raise VqdnaError(f"{label}: cannot be read as plain or gzip text ({err})") from None
     if name is None:
         raise VqdnaError(f"{label}: empty file, no FASTA record found")

@@ -14,7 +14,9 @@ Inspect only reads: it writes no file.
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +52,16 @@ def _open(path: Path) -> pq.ParquetFile:
     except (OSError, pa.ArrowInvalid) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise VqdnaError(f"{path}: not a readable Parquet file ({reason})") from None
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """A footer that reads but pages that do not (a disk error, a file cut or overwritten): one line, not a traceback."""
+    try:
+        yield
+    except (OSError, pa.ArrowException) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise VqdnaError(f"{path}: corrupt data inside the Parquet file ({reason}); delete it and rerun the rule that made it") from None
 
 
 def level_columns(names: list[str]) -> list[str]:
@@ -305,9 +317,10 @@ def inspect_path(path: str | Path, rows: int = 5, summary: bool = True, tokenize
     path = Path(path)
     parquet = _open(path)
     metadata = read_metadata(path)
-    lines = _overview(path, parquet, metadata) + _head(parquet, rows)
-    if summary:
-        lines += _summary(path, parquet, metadata, tokenizer_dir)
+    with _reading(path):
+        lines = _overview(path, parquet, metadata) + _head(parquet, rows)
+        if summary:
+            lines += _summary(path, parquet, metadata, tokenizer_dir)
     return "\n".join(lines)
 
 
@@ -447,7 +460,8 @@ def decode_row(
     levels = level_columns(parquet.schema_arrow.names)
     if artifact_kind(parquet.schema_arrow.names) != "tokens":
         raise VqdnaError(f"{path}: not a token file (no codes_l1 column beside the window keys); --decode takes token files")
-    record = read_row(path, parquet, row)
+    with _reading(path):
+        record = read_row(path, parquet, row)
     tokenizer = matching_tokenizer(path, metadata, tokenizer_dir)
     decoded = decode_record(tokenizer, record, levels)
     windows = _windows_file(path, metadata, windows_path)
