@@ -460,3 +460,15 @@ def test_a_dataset_source_url_no_rule_fetches_says_unsupported_scheme(tmp_path):
         f"{tmp_path / 'datasets.tsv'}: dataset gue: source file:///data/gue/prom: unsupported scheme 'file://' "
         "(use https, http, ftp or a local path)"
     )
+
+
+def test_plain_http_and_ftp_genomes_without_a_sha256_are_named_for_a_warning(tmp_path):
+    genomes = [
+        {"genome": "phage", "source": "http://example.org/phage.fa"},
+        {"genome": "virus", "source": "ftp://example.org/virus.fa", "sha256": "a" * 64},
+        {"genome": "mouse", "source": "ftp://example.org/mouse.fa"},
+        {"genome": "local", "source": "genomes/virus.fa.gz"},
+        {"genome": "secure", "source": "https://example.org/secure.fa"},
+    ]
+    config = {**_config(tmp_path), "genomes": _sheet(tmp_path / "genomes.tsv", GENOME_COLUMNS, genomes)}
+    assert _plan(config).unverified_plain_downloads == ["phage", "mouse"]

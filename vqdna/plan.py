@@ -300,6 +300,15 @@ class Plan:
     kmer_settings: Mapping[str, Any]
 
     @property
+    def unverified_plain_downloads(self) -> list[str]:
+        """Genomes fetched over plain http:// or ftp:// with no sha256 in the sheet: nothing checks what arrives
+        (trust on first use: the sha256 of the first download is recorded and checked from then on)."""
+        return [
+            name for name, genome in self.genomes.items()
+            if urllib.parse.urlparse(genome.source).scheme in ("http", "ftp") and not genome.sha256
+        ]
+
+    @property
     def window_flags(self) -> str:
         """The `windows:` keys as `vqdna windows` flags (unset keys take the package defaults)."""
         flags = []

@@ -21,6 +21,12 @@ except VqdnaError as err:
 
 for _skipped in PLAN.skipped_datasets:
     print(f"vqdna: dataset {_skipped.name} skipped: {_skipped.reason}", file=sys.stderr)
+for _genome in PLAN.unverified_plain_downloads:
+    print(
+        f"vqdna: genome {_genome}: a plain http/ftp source without a sha256 in the sheet; its first download is"
+        f" trusted and its sha256 recorded (resources/genomes/{_genome}.source.json): put a sha256 in the sheet",
+        file=sys.stderr,
+    )
 
 ENV = "../../envs/vqdna.yaml"
 
