@@ -74,3 +74,13 @@ def test_every_rule_that_runs_a_command_names_the_conda_env():
     for rule in rules:
         assert rule.conda_env is not None, f"rule {rule.name} names no conda env"
         assert (Path(rule.snakefile).parent / rule.conda_env).resolve() == REPO / "envs" / "vqdna.yaml", rule.name
+
+
+def test_every_rule_that_asks_for_a_gpu_goes_to_the_slurm_profiles_gpu_partition():
+    """A rule with `gpu=1` sent to the CPU partition waits forever on a cluster: the profile names each one."""
+    rules = "\n".join(path.read_text() for path in sorted((REPO / "workflow" / "rules").glob("*.smk")))
+    gpu_rules = {m.group(1) for m in re.finditer(r"^rule (\w+):\n(?:(?!rule ).*\n)*?\s+gpu=1,", rules, re.MULTILINE)}
+    assert {"train_tokenizer", "tokenize_genome", "tokenize_dataset", "finetune", "linear_probe"} <= gpu_rules
+    profile = yaml.safe_load((REPO / "slurm" / "profile.yaml").read_text())
+    partitions = {rule: settings.get("slurm_partition") for rule, settings in profile["set-resources"].items()}
+    assert {rule: partitions.get(rule) for rule in gpu_rules} == dict.fromkeys(gpu_rules, "gpu")
