@@ -436,6 +436,35 @@ def _job_counts(output: str) -> dict[str, int]:
     return counts
 
 
+@pytest.mark.parametrize("named_profile", [False, True], ids=["plain", "with-a-named-profile"])
+def test_a_failed_jobs_one_line_error_reaches_the_terminal(test_data, tmp_path, named_profile):
+    """Not only "check log file(s)": profiles/default shows the failed log, also beside a --profile of the user's."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "bad").mkdir()
+    for split in ("train", "dev", "test"):
+        (tmp_path / "bad" / f"{split}.csv").write_text("sequence,label\nACGT,0\n,1\n")
+    (tmp_path / "config" / "genomes.tsv").write_text(f"genome\tsource\nlambda_phage\t{test_data / 'genomes' / 'lambda_virus.fa'}\n")
+    (tmp_path / "config" / "datasets.tsv").write_text(
+        f"dataset\tgroup\ttask\tnum_labels\tmetric\tsource\tmax_length\nbad\tEMP\tclassification\t2\tmcc\t{tmp_path / 'bad'}\t64\n"
+    )
+    config = {
+        "genomes": "config/genomes.tsv", "datasets": "config/datasets.tsv",
+        "tokenizers": {"k3": {"type": "kmer", "train_genomes": ["lambda_phage"], "k": 3}}, "runs": {}, "finetune": {"runs": []},
+    }
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    extra = []
+    if named_profile:
+        (tmp_path / "mine").mkdir()
+        (tmp_path / "mine" / "profile.yaml").write_text("printshellcmds: true\n")
+        extra = ["--profile", str(tmp_path / "mine")]
+    result = subprocess.run(
+        snakemake_command(tmp_path, "results/datasets/bad/train.parquet", *extra), cwd=tmp_path, env=snakemake_env(),
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1
+    assert re.search(r"^error: \S*bad/train\.csv line 3: empty sequence$", result.stderr, re.MULTILINE), result.stderr[-3000:]
+
+
 def test_small_dry_run_plans_the_paper_in_miniature(tmp_path):
     """config/small.yaml: four tokenizers, their four runs, the control and the pretrained encoder fine-tuned in full."""
     shutil.copytree(REPO / "config", tmp_path / "config")  # a fresh folder: nothing built yet, every job planned
