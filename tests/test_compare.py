@@ -271,3 +271,17 @@ def test_a_methods_notes_show_once_in_the_markdown_header():
     notes = pd.Series(["control; full; nonstandard", "control; full", "control; full"])
     assert _method_notes(notes) == "control; full"
     assert _method_notes(pd.Series(["", "nonstandard"])) == ""
+
+
+def test_a_result_older_than_the_field_a_table_reads_says_so_not_a_dash(results, tmp_path):
+    """Pretraining before it measured its baselines, fine-tuning before it wrote its sizes: the result exists."""
+    pretrain = next(p for p in results if p.parent.name == "zeta_vq" and p.parent.parent.name == "pretrain")
+    metrics = json.loads(pretrain.read_text())
+    del metrics["heldout_baselines"]
+    pretrain.write_text(json.dumps(metrics))
+    out = tmp_path / "results" / "tables"
+    assert main(["tables", "--plan", json.dumps(PLAN), "--output-dir", str(out), "--replicates", "50", *map(str, results)]) == 0
+    facts = {(r["section"], r["run"], r["quantity"]): r for r in _rows(out / "comparison.csv") if r["section"] == "pretrain"}
+    assert facts[("pretrain", "zeta_vq", "most_frequent_baseline")]["note"] == "older result: rerun its stage"
+    assert facts[("pretrain", "alpha_random", "most_frequent_baseline")]["note"] == "control"
+    assert "older result: rerun its stage" in (out / "comparison.md").read_text()

@@ -208,3 +208,15 @@ def test_the_plan_is_read_from_json_text_or_a_file(tmp_path):
     assert read_plan(text * 1 if len(text) > 255 else text)["runs"] == PLAN["runs"]
     (tmp_path / "plan.json").write_text(text)
     assert read_plan(str(tmp_path / "plan.json"))["tokenizers"] == PLAN["tokenizers"]
+
+
+def test_table2_says_older_result_where_a_fine_tuning_predates_its_sizes(tmp_path):
+    """A metrics.json without encoder_parameters and forward_gflops is a result: not "–", which says none."""
+    files = [
+        _write(tmp_path, "finetune/hrq_bert/emp_h3/seed0/metrics.json",
+               {"dataset": "emp_h3", "group": "EMP", "metric": "mcc", "seed": 0, "test": {"mcc": 0.8}}),
+    ]
+    write_paper_tables(files, PLAN, PUBLISHED, tmp_path / "tables")
+    cells = _csv_cells(tmp_path / "tables" / "table2.csv")
+    assert cells[("", "hrq_bert", "params_m")]["value"] == cells[("", "hrq_bert", "flops_g")]["value"] == "older result: rerun its stage"
+    assert "older result: rerun its stage" in (tmp_path / "tables" / "table2.md").read_text()

@@ -19,6 +19,9 @@ from pathlib import Path
 from vqdna import VqdnaError
 
 STAGES = ("finetune", "kmer_baseline", "probe", "tokenizers", "pretrain")
+# Shown in a table cell whose result exists but was written before its stage wrote the field the cell
+# needs: "–" says there is no result, which would be untrue.
+OLDER_RESULT = "older result: rerun its stage"
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from vqdna.artifacts import atomic_path
-from vqdna.result_files import read_result_file
+from vqdna.result_files import OLDER_RESULT, read_result_file
 
 PUBLISHED_OF_TYPE = {"vq": "vqdna_vq", "hrq": "vqdna_hrq"}  # our rows stand beside these published rows
 PUBLISHED_FILES = {
@@ -217,9 +217,12 @@ def _our_size_cells(row: str, method: str, results: Results, plan: dict) -> list
     if runs:
         encoder, tokenizer = runs[0].get("encoder_parameters"), runs[0].get("tokenizer_parameters", 0)
         gflops = [r["forward_gflops"] for r in runs if "forward_gflops" in r]
-        params = f"{encoder / 1e6:.1f}+{tokenizer / 1e6:.1f}" if encoder is not None else "–"
+        params = f"{encoder / 1e6:.1f}+{tokenizer / 1e6:.1f}" if encoder is not None else OLDER_RESULT
         cells.append(Cell(row, method, "ours", "params_m", None, text=params))
-        cells.append(Cell(row, method, "ours", "flops_g", _mean_std(gflops)[0] if gflops else None))
+        if gflops:
+            cells.append(Cell(row, method, "ours", "flops_g", _mean_std(gflops)[0]))
+        else:
+            cells.append(Cell(row, method, "ours", "flops_g", None, text=OLDER_RESULT))
     return cells
 
 

@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 from vqdna import VqdnaError
 from vqdna.artifacts import atomic_path
 from vqdna.metrics import classification_metrics, regression_metrics
-from vqdna.result_files import read_result_file
+from vqdna.result_files import OLDER_RESULT, read_result_file
 
 FLOOR = "kmer_lr"
 PROBE = "probe:"
@@ -407,6 +407,8 @@ def pretrain_rows(plan: dict, inputs: ComparisonInputs) -> list[dict]:
         info = plan["runs"].get(run, {})
         metrics = inputs.pretrain.get(info.get("encoder_run") or run, {})  # a borrowed encoder: its maker's pretraining
         note = "control" if is_control(plan, inputs, run) else ""
+        if metrics and "heldout_baselines" not in metrics:  # written before pretraining measured its baselines
+            note = f"{note}; {OLDER_RESULT}" if note else OLDER_RESULT
         quantities = {
             "masked_accuracy": metrics.get("heldout_masked_accuracy"),
             "most_frequent_baseline": metrics.get("heldout_baselines", {}).get("most_frequent"),
