@@ -472,3 +472,14 @@ def test_plain_http_and_ftp_genomes_without_a_sha256_are_named_for_a_warning(tmp
     ]
     config = {**_config(tmp_path), "genomes": _sheet(tmp_path / "genomes.tsv", GENOME_COLUMNS, genomes)}
     assert _plan(config).unverified_plain_downloads == ["phage", "mouse"]
+
+
+@pytest.mark.parametrize("change,expected", [
+    (lambda header: header + ["epoch"], r"line 1: unknown column 'epoch'; the columns are dataset, group, task, num_labels, "),
+    (lambda header: [c for c in header if c != "task"], r"line 1: column 'task' is missing; required: dataset, group, task, num_labels, metric, max_length$"),
+], ids=["unknown-column", "missing-column"])
+def test_a_sheet_with_an_unknown_or_missing_column_is_one_line_naming_it_and_what_is_allowed(tmp_path, change, expected):
+    header = change(list(DATASET_COLUMNS))
+    row = {**_tiles(), "epoch": "3"}
+    config = {**_config(tmp_path), "datasets": _sheet(tmp_path / "datasets.tsv", header, [row])}
+    assert re.search(expected, _error(config))

@@ -591,6 +591,7 @@ def _read_sheet(path: str, schema: Mapping, key: str) -> dict[str, dict[str, Cel
         numbered = [(number, line) for number, line in enumerate(handle, start=1) if line.strip() and not line.startswith("#")]
     if len(numbered) < 2:
         raise VqdnaError(f"sheet {path} has no rows")
+    _check_header(path, numbered[0], schema)
     column_types = _column_types(schema)
     validator = jsonschema.Draft202012Validator(schema)
     rows: dict[str, dict[str, Cell]] = {}
@@ -606,6 +607,19 @@ def _read_sheet(path: str, schema: Mapping, key: str) -> dict[str, dict[str, Cel
             raise VqdnaError(f"{where}: duplicate {key} {row[key]!r}")
         rows[row[key]] = row
     return rows
+
+
+def _check_header(path: str, header: tuple[int, str], schema: Mapping) -> None:
+    """One line naming an unknown or a missing column and what the sheet allows, before any row is read."""
+    number, line = header
+    columns = [name.strip() for name in line.rstrip("\r\n").split("\t")]
+    allowed, required = list(schema["properties"]), list(schema.get("required", []))
+    unknown = [name for name in columns if name not in allowed]
+    if unknown:
+        raise VqdnaError(f"{path} line {number}: unknown column {unknown[0]!r}; the columns are {', '.join(allowed)}")
+    missing = [name for name in required if name not in columns]
+    if missing:
+        raise VqdnaError(f"{path} line {number}: column {missing[0]!r} is missing; required: {', '.join(required)}")
 
 
 def _typed_cell(where: str, column: str, text: str, kind: type) -> int | float | None:
