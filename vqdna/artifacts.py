@@ -46,6 +46,11 @@ def code_type(vocab_size: int) -> pa.DataType:
     return pa.uint16() if vocab_size <= 65535 else pa.uint32()
 
 
+def level_columns(names: list[str]) -> list[str]:
+    """``codes_l1``, ``codes_l2``, ... of a token file's columns, in level order."""
+    return sorted((n for n in names if n.startswith("codes_l")), key=lambda n: int(n.removeprefix("codes_l")))
+
+
 def tokens_schema(vocab_sizes: list[int], with_token_starts: bool) -> pa.Schema:
     """Window keys + one ``codes_l{n}`` list column per level (n from 1)."""
     fields = list(WINDOW_KEY_FIELDS)

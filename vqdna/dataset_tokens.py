@@ -36,6 +36,7 @@ from vqdna.artifacts import (
     SPLITS,
     atomic_dir,
     code_type,
+    level_columns,
     read_metadata,
     with_metadata,
 )
@@ -142,7 +143,7 @@ def read_split_tokens(path: str | Path, tokenizer_hash: str, max_length: int | N
             "delete its folder and rerun so the dataset is tokenized again"
         )
     table = pq.read_table(path)
-    levels = sorted((n for n in table.column_names if n.startswith("codes_l")), key=lambda n: int(n[len("codes_l") :]))
+    levels = level_columns(table.column_names)
     if not levels:
         raise VqdnaError(f"{path}: no codes_l1 column; not a dataset-tokens file")
     flat = []

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vqdna import VqdnaError
-from vqdna.artifacts import WINDOW_KEY_FIELDS, iter_row_groups, read_metadata
+from vqdna.artifacts import WINDOW_KEY_FIELDS, iter_row_groups, level_columns, read_metadata
 from vqdna.tokenizer.metrics import perplexity_of_counts
 
 KEY_COLUMNS = [f.name for f in WINDOW_KEY_FIELDS]
@@ -62,11 +62,6 @@ def _reading(path: Path) -> Iterator[None]:
     except (OSError, pa.ArrowException) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise VqdnaError(f"{path}: corrupt data inside the Parquet file ({reason}); delete it and rerun the rule that made it") from None
-
-
-def level_columns(names: list[str]) -> list[str]:
-    """``codes_l1``, ``codes_l2``, ... in level order."""
-    return sorted((n for n in names if n.startswith("codes_l")), key=lambda n: int(n.removeprefix("codes_l")))
 
 
 def artifact_kind(names: list[str]) -> str:
