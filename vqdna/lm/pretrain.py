@@ -630,7 +630,7 @@ def _train(name: str, run: PretrainConfig, training: TrainingState, corpus: Corp
                 total, masked = all_reduce_sum(torch.cat([loss_sum, count])).tolist()
                 loss = total / masked  # mean over the global batch's masked tokens
                 check_finite_loss(loss, step, f"runs.{name}")
-                training.curves.append({"step": step, "loss": loss, "learning_rate": schedule.get_last_lr()[0], "seconds": round(time.time() - started, 1)})
+                training.curves.append({"step": step, "loss": loss, "learning_rate": schedule.get_last_lr()[0], "seconds": round(time.time() - started, 3)})
                 log.info("step %d loss %.4f", step, loss)
             if (run.eval_every and step % run.eval_every == 0) or step == run.steps:
                 _measure_heldout(run, training, corpus, process)

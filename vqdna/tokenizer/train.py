@@ -195,7 +195,7 @@ def _curve_row(step, out, batch, level_sizes, restarts_total, schedule, started)
         codes = all_gather_cat(out.codes[level - 1].detach()).cpu().numpy()
         row[f"batch_usage_l{level}"] = metrics.usage(codes, size)
         row[f"batch_perplexity_l{level}"] = metrics.perplexity(codes, size)
-    row.update(restarts=restarts_total, learning_rate=schedule.get_last_lr()[0], seconds=round(time.time() - started, 1))
+    row.update(restarts=restarts_total, learning_rate=schedule.get_last_lr()[0], seconds=round(time.time() - started, 3))
     return row
 
 
