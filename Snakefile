@@ -23,6 +23,7 @@ include: "workflow/rules/dataset_tokens.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/kmer_baseline.smk"
 include: "workflow/rules/probe.smk"
+include: "workflow/rules/codebook_analysis.smk"
 include: "workflow/rules/tables.smk"
 
 

@@ -112,6 +112,8 @@ def workflow_config(test_data: Path) -> dict:
         # Every table path on CPU: the k-mer floor on each dataset (default), a probe of every tokenizer,
         # and a Table 7a sweep (one more tokenizer: K = 256; the base's 512 is itself).
         "probe": {"datasets": ["prom_core_notata"]},
+        # The codebook analysis (Figure 4) on the genome-classification task, as in the demo.
+        "analysis": {"datasets": ["six_genomes"], "tokenizers": ["vq512"]},
         "ablations": {"code_size": {"key": "codebook_size", "tokenizers": ["vq512"], "values": [256, 512]}},
     }
 

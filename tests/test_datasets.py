@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pysam
 import pytest
-from helpers import data_file
+from helpers import data_file, write_ggg_gue_folder
 
 import vqdna
 from vqdna import VqdnaError
@@ -290,6 +290,28 @@ def test_genome_classification_splits_come_from_disjoint_coordinate_ranges(genom
                 contig, start = places[0]
                 first, last = ranges[contig][split]
                 assert first <= start and start + TILE <= last, (genome, split, contig, start, ranges[contig])
+
+
+@pytest.mark.parametrize("max_train_samples", [None, 7])
+def test_genome_classification_rows_carry_the_contig_and_start_their_sequence_was_cut_from(genome_windows, tmp_path, max_train_samples):
+    order = ["lambda", "sarscov2"]
+    _classify(genome_windows, tmp_path, genomes=",".join(order), max_train_samples=max_train_samples)
+    for split in SPLITS:
+        table = pq.read_table(tmp_path / f"{split}.parquet")
+        assert table.schema.field("contig").type == pa.string() and table.schema.field("start").type == pa.int64()
+        rows = table.to_pylist()
+        assert rows and all(len(r["sequence"]) == TILE for r in rows)
+        for row in rows:
+            contigs = genome_windows[order[row["label"]]]["contigs"]
+            assert contigs[row["contig"]][row["start"] : row["start"] + TILE] == row["sequence"], (split, row["contig"], row["start"])
+        if split == "train" and max_train_samples:
+            assert len(rows) == max_train_samples
+
+
+def test_a_gue_dataset_has_no_coordinates(tmp_path):
+    write_ggg_gue_folder(tmp_path / "gue")
+    prepare_dataset(_spec("ggg", source=str(tmp_path / "gue")), tmp_path / "out")
+    assert pq.read_schema(tmp_path / "out" / "train.parquet").names == ["sequence", "label", "split"]
 
 
 def test_genome_classification_is_identical_on_two_runs_with_the_same_seed(genome_windows, tmp_path):

@@ -13,6 +13,7 @@ import pytest
 from vqdna import VqdnaError
 from vqdna.plan import (
     AblationPoint,
+    AnalysisJob,
     FinetuneJob,
     Plan,
     ProbeJob,
@@ -122,6 +123,38 @@ def test_finetune_jobs_are_the_finetune_runs_on_every_dataset_then_sweep_runs_on
     assert plan.table_inputs["finetune"][:2] == [
         "results/finetune/bert/a/seed0/metrics.json", "results/finetune/bert/a/seed1/metrics.json",
     ]
+
+
+def test_the_codebook_analysis_runs_each_listed_tokenizer_on_each_listed_dataset_and_is_built_by_default(tmp_path):
+    datasets = [_tiles("a"), _tiles("b"), _tiles("gone", genomes="", source=str(tmp_path / "nowhere"))]
+    tokenizers = {"vq": {"type": "vq", "train_genomes": ["phage"]}, "hrq": {"type": "hrq", "train_genomes": ["phage"]}}
+    analysis = {"datasets": ["b", "gone"], "tokenizers": ["hrq", "vq"], "settings": {"embedding": "tsne"}}
+    plan = _plan(_config(tmp_path, datasets=datasets, tokenizers=tokenizers, analysis=analysis))
+    assert plan.analysis_jobs == (AnalysisJob("hrq", "b"), AnalysisJob("vq", "b"))  # a skipped dataset is left out
+    assert dict(plan.analysis_settings) == {"embedding": "tsne"}
+    assert "results/codebook_analysis/vq/b/summary.json" in plan.final_outputs
+    assert plan.analysis_inputs("vq", "b") == {
+        **plan.tokenizers["vq"].inputs,
+        "tokens": [f"results/dataset_tokens/vq/b/{split}.parquet" for split in ("train", "dev", "test")],
+        "dataset": [f"results/datasets/b/{split}.parquet" for split in ("train", "dev", "test")],
+    }
+    assert _plan(_config(tmp_path, datasets=datasets)).analysis_jobs == ()  # none unless asked for
+
+
+@pytest.mark.parametrize(
+    ("analysis", "message"),
+    [
+        ({"datasets": ["a"], "tokenizers": ["kmer6"]}, "analysis.tokenizers: kmer6 is a kmer tokenizer; the codebook analysis reads learned codes (vq or hrq)"),
+        ({"datasets": ["a"], "tokenizers": ["nope"]}, "analysis.tokenizers: no tokenizer named 'nope'"),
+        ({"datasets": ["typo"], "tokenizers": ["vq"]}, "analysis.datasets: no dataset named 'typo' in the datasets sheet"),
+        ({"datasets": ["level"], "tokenizers": ["vq"]}, "analysis.datasets: level is a regression task; the codebook analysis compares classes"),
+        ({"dataset": ["a"]}, "config: analysis: Additional properties are not allowed ('dataset' was unexpected)"),
+    ],
+)
+def test_a_bad_analysis_block_is_one_line(tmp_path, analysis, message):
+    datasets = [_tiles("a"), _tiles("level", task="regression", num_labels=1, metric="spearman")]
+    tokenizers = {"vq": {"type": "vq", "train_genomes": ["phage"]}, "kmer6": {"type": "kmer", "train_genomes": ["phage"], "k": 6}}
+    assert _error(_config(tmp_path, datasets=datasets, tokenizers=tokenizers, analysis=analysis)) == message
 
 
 def test_only_tokenizers_that_runs_pretrain_on_tokenize_genomes_else_every_one_but_sweep_variants(tmp_path):

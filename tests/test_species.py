@@ -22,7 +22,7 @@ from vqdna.datasets.species import (
     draw_samples,
     ncbi_assembly_urls,
     read_assembly_report,
-    species_dataset,
+    species_samples,
 )
 from vqdna.genome import (
     index_fasta,
@@ -137,6 +137,11 @@ def synthetic(tmp_path_factory) -> dict[str, Genome]:
         "beta": _accession_genome(folder, 2, seed=12),
         "gamma": _ucsc_genome(folder, seed=13),
     }
+
+
+def species_dataset(*args, **kwargs) -> dict[str, tuple[list[str], list[int]]]:
+    """split -> (sequences, labels), as prepare_dataset writes them."""
+    return {split: ([s.sequence for s in drawn], [s.label for s in drawn]) for split, drawn in species_samples(*args, **kwargs).items()}
 
 
 def _dataset(genomes: dict[str, Genome], seed: int = 0, counts: dict[str, int] = COUNTS, **settings):
@@ -403,8 +408,11 @@ def test_a_species_row_of_the_datasets_sheet_becomes_parquet_splits_through_the_
         assert set(table.column("label").to_pylist()) <= {0, 1, 2}
         assert all(len(s) == LENGTH for s in table.column("sequence").to_pylist())
         assert table.equals(outputs[1][split]), "the same seed must give the same samples"
-        for sequence, label in zip(table.column("sequence").to_pylist(), table.column("label").to_pylist()):
-            species, chromosome = _trace(sequence, synthetic)[0]
-            assert ["alpha", "beta", "gamma"][label] == species and _split_of(chromosome) == split
+        for row in table.to_pylist():
+            species, chromosome = _trace(row["sequence"], synthetic)[0]
+            assert ["alpha", "beta", "gamma"][row["label"]] == species and _split_of(chromosome) == split
+            # each row carries its place on the genome: contig and 0-based start
+            assert synthetic[species].contigs[row["contig"]][0] == chromosome
+            assert normalise_sequence(synthetic[species].contigs[row["contig"]][1][row["start"] : row["start"] + LENGTH]) == row["sequence"]
     meta = pq.read_schema(tmp_path / "first" / "dev.parquet").metadata
     assert json.loads(meta[b"vqdna.dev_chromosomes"]) == ["1", "3", "12", "13"]

@@ -57,6 +57,10 @@ STAGE_FILES = {
         "results/probe/vq512/prom_core_notata/metrics.json", "results/probe/kmer6/prom_core_notata/metrics.json",
         "results/probe/vq512/prom_core_notata/predictions.parquet",
     ],
+    "analyse_codebook": [
+        f"results/codebook_analysis/vq512/six_genomes/{name}"
+        for name in ("summary.json", "profiles.parquet", "embedding.parquet", "codebook_map.parquet", "enriched_codes.parquet", "code_offsets.parquet")
+    ],
     "make_tables": [*(f"results/tables/table{n}.csv" for n in range(1, 8)), *(f"results/tables/{t}.csv" for t in ("comparison", "paired", "summary"))],
 }
 NOT_IN_THE_SHARED_RUN = {"download_archive", "unpack_archive"}  # tests/test_archive.py and the archive workflow test

@@ -14,6 +14,7 @@ import subprocess
 from collections import Counter
 
 import duckdb
+import pandas as pd
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -177,6 +178,29 @@ def test_genome_classification_splits_come_from_disjoint_regions(workflow_run):
         assert len(splits["train"] & splits[held]) <= 0.01 * len(splits[held]), held
     labels = set(pq.read_table(workflow_run.path("results/datasets/six_genomes/test.parquet")).column("label").to_pylist())
     assert labels == set(range(6))
+
+
+def test_the_codebook_analysis_places_each_classs_top_codes_on_its_own_genome(workflow_run):
+    """Figure 4 on the six-genome task: top codes per genome, found where the genome has them, the map of profiles."""
+    folder = workflow_run.path("results/codebook_analysis/vq512/six_genomes")
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["classes"] == WORKFLOW_GENOMES and summary["located"]
+    level = summary["levels"][0]
+    assert level["codebook_size"] == 512 and level["silhouette_2d"] is not None and level["significant_codes"] > 0
+    assert any(level["top_codes"].values())  # six genomes of different composition: some class has codes of its own
+    offsets = pd.read_parquet(folder / "code_offsets.parquet")
+    datasets = {split: pd.read_parquet(workflow_run.path(f"results/datasets/six_genomes/{split}.parquet")) for split in ("train", "dev", "test")}
+    genomes = {}
+    for genome in WORKFLOW_GENOMES:
+        with pysam.FastaFile(str(workflow_run.path(f"resources/genomes/{genome}.fa.gz"))) as fasta:
+            genomes[genome] = {name: fasta.fetch(name).upper() for name in fasta.references}
+    for row in offsets.sample(min(len(offsets), 200), random_state=0).itertuples():
+        source = datasets[row.split].iloc[row.index]
+        assert source.label == row.label and row.contig == source.contig
+        genome = genomes[WORKFLOW_GENOMES[row.label]][row.contig]  # the position on the genome is the sequence's
+        assert genome[row.genome_position] == source.sequence[row.offset]
+    for plot in ("embedding", "codebook_map", "enrichment", "offsets"):
+        assert (folder / f"{plot}.png").stat().st_size > 10_000
 
 
 @pytest.mark.parametrize("genome", WORKFLOW_GENOMES)
@@ -514,6 +538,7 @@ def test_reproduce_dry_run_plans_every_table_job():
     assert counts["download_genome"] == counts["make_windows"] == len(genomes)
     assert counts["download_assembly_report"] == sum(bool(g["assembly_report"]) for g in genomes) == 5
     assert counts["download_archive"] == counts["unpack_archive"] == counts["make_tables"] == 1
+    assert counts["analyse_codebook"] == len(config["analysis"]["tokenizers"]) * len(config["analysis"]["datasets"]) == 2
 
 
 def _copy_of_the_run(workflow_run, tmp_path):

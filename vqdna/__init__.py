@@ -14,12 +14,13 @@ STAGE_VERSIONS = {
     "evaluate_tokenizer": 1,
     "tokenize_genome": 1,
     "pretrain_mlm": 2,
-    "prepare_dataset": 1,
+    "prepare_dataset": 2,
     "tokenize_dataset": 1,
     "finetune": 1,
     "kmer_baseline": 1,
     "linear_probe": 1,
     "make_tables": 3,
+    "analyse_codebook": 1,
 }
 
 

@@ -61,15 +61,17 @@ def tokens_schema(vocab_sizes: list[int], with_token_starts: bool) -> pa.Schema:
     return pa.schema(fields)
 
 
-def dataset_schema(task: str) -> pa.Schema:
+def dataset_schema(task: str, located: bool = False) -> pa.Schema:
+    """A prepared dataset split; ``located``: cut from genomes, each row with its ``contig`` and 0-based ``start``."""
     label = pa.float64() if task == "regression" else pa.int64()
-    return pa.schema(
-        [
-            pa.field("sequence", pa.string()),
-            pa.field("label", label),
-            pa.field("split", pa.dictionary(pa.int32(), pa.string())),
-        ]
-    )
+    fields = [
+        pa.field("sequence", pa.string()),
+        pa.field("label", label),
+        pa.field("split", pa.dictionary(pa.int32(), pa.string())),
+    ]
+    if located:
+        fields += [pa.field("contig", pa.string()), pa.field("start", pa.int64())]
+    return pa.schema(fields)
 
 
 def with_metadata(schema: pa.Schema, **values: str) -> pa.Schema:

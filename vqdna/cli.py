@@ -313,6 +313,27 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 # -- baselines and reports -------------------------------------------------------------------------
 
 
+def analyse_codebook_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tokenizer", required=True, help="a learned (vq or hrq) tokenizer folder")
+    p.add_argument("--tokens", required=True, help="the dataset's tokens made with this tokenizer (tokenize-dataset)")
+    p.add_argument("--dataset", required=True, help=DATASET_HELP + ": class names, and genome coordinates where it has them")
+    p.add_argument("--settings", type=_json, default={}, help="the config's analysis: settings block as JSON")
+    p.add_argument("--output", required=True, help="output folder (profiles, embedding, enriched_codes, code_offsets .parquet; plots; summary.json)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of the numerical libraries (default: their choice)")
+
+
+def cmd_analyse_codebook(args: argparse.Namespace) -> None:
+    from threadpoolctl import threadpool_limits
+
+    from vqdna.evaluation.codebook_analysis import analyse_codebook
+
+    with threadpool_limits(args.threads):
+        summary = analyse_codebook(args.tokenizer, args.tokens, args.dataset, args.output, args.settings)
+    for level in summary["levels"]:
+        logging.info("level %d: silhouette of the classes on the map %s, %d significant (class, code) pairs",
+                     level["level"], level["silhouette_2d"], level["significant_codes"])
+
+
 def kmer_baseline_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spec", type=_json, required=True, help=SPEC_HELP)
     p.add_argument("--settings", type=_json, default=None, help="the config's kmer_baseline: block as JSON")
@@ -478,6 +499,10 @@ SUBCOMMANDS = (
     Subcommand("finetune", finetune_arguments, cmd_finetune, "Fine-tuning (LoRA, or full) of a pretrained encoder on one dataset and seed."),
     Subcommand("kmer-baseline", kmer_baseline_arguments, cmd_kmer_baseline, "Bag of 3-6-mers + logistic regression (ridge for regression) on one dataset."),
     Subcommand("probe", probe_arguments, cmd_probe, "Linear probe on frozen features (tokenizer embeddings or encoder states) of one dataset."),
+    Subcommand(
+        "analyse-codebook", analyse_codebook_arguments, cmd_analyse_codebook,
+        "The codebook seen through a labelled dataset (the paper's Figure 4): per class its enriched codes and where they sit, and a 2-D map of code-usage profiles.",
+    ),
     Subcommand("tables", tables_arguments, cmd_tables, "The paper's Tables 1-7, ours beside the published numbers, our methods compared with paired bootstrap intervals, and a summary (CSV and Markdown)."),
     Subcommand("embed", embed_arguments, cmd_embed, "Mean-pooled encoder embeddings of your sequences (FASTA or CSV) as Parquet: id, length, embedding."),
     Subcommand("predict", predict_arguments, cmd_predict, "Predictions of a fine-tuned run for your sequences (FASTA or CSV) as CSV or Parquet."),

@@ -271,6 +271,18 @@ class ProbeJob:
 
 
 @dataclass(frozen=True)
+class AnalysisJob:
+    """The codebook analysis (Figure 4) of one learned tokenizer on one classification dataset."""
+
+    tokenizer: str
+    dataset: str
+
+    @property
+    def summary(self) -> str:
+        return f"results/codebook_analysis/{self.tokenizer}/{self.dataset}/summary.json"
+
+
+@dataclass(frozen=True)
 class KmerJob:
     dataset: str
 
@@ -298,6 +310,8 @@ class Plan:
     probe_settings: Mapping[str, Any]
     kmer_jobs: tuple[KmerJob, ...]
     kmer_settings: Mapping[str, Any]
+    analysis_jobs: tuple[AnalysisJob, ...]
+    analysis_settings: Mapping[str, Any]
 
     @property
     def unverified_plain_downloads(self) -> list[str]:
@@ -401,6 +415,14 @@ class Plan:
     def probe_inputs(self, tokenizer: str, dataset: str) -> dict[str, str | list[str]]:
         return {**self.tokenizers[tokenizer].inputs, "dataset": _dataset_tokens_files(tokenizer, dataset)}
 
+    def analysis_inputs(self, tokenizer: str, dataset: str) -> dict[str, str | list[str]]:
+        """The tokenizer, its codes of the dataset, and the dataset itself (class names, genome coordinates)."""
+        return {
+            **self.tokenizers[tokenizer].inputs,
+            "tokens": _dataset_tokens_files(tokenizer, dataset),
+            "dataset": _dataset_files(dataset),
+        }
+
     @property
     def table_inputs(self) -> dict[str, list[str]]:
         """Every metrics.json the tables read; the predictions.parquet beside each come from the same jobs."""
@@ -457,6 +479,7 @@ class Plan:
             + [f"results/tokenizers/{name}/metrics.json" for name in self.trained_tokenizers]
             + [f"results/pretrain/{name}/model.safetensors" for name in self.pretrained_runs]
             + [f"results/tables/{table}.{suffix}" for table in TABLE_FILES for suffix in ("csv", "md")]
+            + [job.summary for job in self.analysis_jobs]
         )
 
 
@@ -521,7 +544,30 @@ def build_plan(config: Mapping[str, Any], schemas: Path) -> Plan:
         probe_settings=_frozen(config["probe"].get("settings", {})),
         kmer_jobs=tuple(KmerJob(name) for name in sorted(datasets)) if config["kmer_baseline"]["enabled"] else (),
         kmer_settings=_frozen(config["kmer_baseline"].get("settings", {})),
+        analysis_jobs=_analysis_jobs(config["analysis"], tokenizers, datasets, set(rows)),
+        analysis_settings=_frozen(config["analysis"].get("settings", {})),
     )
+
+
+def _analysis_jobs(
+    analysis: Mapping[str, Any], tokenizers: Mapping[str, Tokenizer], datasets: Mapping[str, Dataset], sheet: set[str]
+) -> tuple[AnalysisJob, ...]:
+    """Every listed tokenizer on every listed dataset; a dataset whose local source is missing is skipped as elsewhere."""
+    for name in analysis["datasets"]:
+        if name not in sheet:
+            raise VqdnaError(f"analysis.datasets: no dataset named {name!r} in the datasets sheet")
+    for name in analysis["tokenizers"]:
+        if name not in tokenizers:
+            raise VqdnaError(f"analysis.tokenizers: no tokenizer named {name!r}")
+        kind = tokenizers[name].type
+        if kind not in ("vq", "hrq"):
+            raise VqdnaError(f"analysis.tokenizers: {name} is a {kind} tokenizer; the codebook analysis reads learned codes (vq or hrq)")
+    listed = [name for name in analysis["datasets"] if name in datasets]
+    for name in listed:
+        task = datasets[name].cells.get("task")
+        if task != "classification":
+            raise VqdnaError(f"analysis.datasets: {name} is a {task} task; the codebook analysis compares classes")
+    return tuple(AnalysisJob(tokenizer, name) for tokenizer in analysis["tokenizers"] for name in listed)
 
 
 def _load_schema(path: Path) -> dict:

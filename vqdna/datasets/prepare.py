@@ -1,5 +1,9 @@
 """Labelled datasets: one row of the datasets sheet -> ``{train,dev,test}.parquet`` (sequence, label, split).
 
+Datasets cut from genomes (the two last kinds below) also carry where each
+sequence came from: ``contig`` and ``start`` (0-based, forward strand), so an
+analysis can place a position of a sequence on its genome.
+
 Three kinds of source:
 - GUE-format CSVs (``sequence,label`` with a header; ``train.csv``, ``dev.csv``,
   ``test.csv``) in a local folder, in a folder of an unpacked archive
@@ -30,12 +34,15 @@ from vqdna import VqdnaError
 from vqdna.archive import resolve_archive_source
 from vqdna.artifacts import SPLITS, dataset_schema, parquet_writer, with_metadata
 from vqdna.datasets.spec import TASKS, DatasetSpec
-from vqdna.datasets.species import read_assembly_report, species_dataset
+from vqdna.datasets.species import read_assembly_report, species_samples
 from vqdna.download import download_file, is_remote
 from vqdna.genome import base_ids, normalise_sequence
 from vqdna.sources import is_archive_source
 
 ARCHIVES_DIR = Path("resources/archives")
+
+Split = tuple[list[str], list]  # sequences, labels
+Places = tuple[list[str], list[int]]  # per sequence its contig and 0-based start
 
 
 def _read_csv_split(text: str, where: str, spec: DatasetSpec) -> tuple[list[str], list]:
@@ -109,8 +116,8 @@ def _fetch_csv_splits(spec: DatasetSpec, archives_dir: Path) -> dict[str, tuple[
     return out
 
 
-def _genome_tiles(windows_path: Path, split: str, length: int) -> list[str]:
-    """Non-overlapping ``length`` tiles inside the windows of one split, each tile once."""
+def _genome_tiles(windows_path: Path, split: str, length: int) -> list[tuple[str, int, str]]:
+    """Non-overlapping ``length`` tiles inside the windows of one split, each tile once: (contig, start, sequence)."""
     table = pq.read_table(windows_path, columns=["contig", "start", "strand", "sequence"], filters=[("split", "==", split)])
     table = table.filter(pc.equal(table.column("strand"), 1))
     seen, tiles = set(), []
@@ -121,16 +128,16 @@ def _genome_tiles(windows_path: Path, split: str, length: int) -> list[str]:
         for tile_start in range(first, start + len(sequence) - length + 1, length):
             if (contig, tile_start) not in seen:
                 seen.add((contig, tile_start))
-                tiles.append(sequence[tile_start - start : tile_start - start + length])
+                tiles.append((contig, tile_start, sequence[tile_start - start : tile_start - start + length]))
     return tiles
 
 
-def _genome_classification(spec: DatasetSpec, windows: dict[str, Path]) -> dict[str, tuple[list[str], list[int]]]:
+def _genome_classification(spec: DatasetSpec, windows: dict[str, Path]) -> tuple[dict[str, Split], dict[str, Places]]:
     missing = [g for g in spec.genome_list if g not in windows]
     if missing:
         raise VqdnaError(f"dataset {spec.dataset}: no windows given for genome(s) {', '.join(missing)}")
     rng = np.random.default_rng(spec.seed)
-    out = {}
+    out, places = {}, {}
     for split in SPLITS:
         tiles = {g: _genome_tiles(windows[g], split, spec.max_length) for g in spec.genome_list}
         per_genome = min(len(t) for t in tiles.values())
@@ -142,14 +149,15 @@ def _genome_classification(spec: DatasetSpec, windows: dict[str, Path]) -> dict[
                 f"dataset {spec.dataset}: genome(s) {', '.join(empty)} have no {spec.max_length}-nt tile in the "
                 f"{split} split; lower max_length or raise the windows' {split} fraction"
             )
-        sequences, labels = [], []
+        picked, labels = [], []
         for label, genome in enumerate(spec.genome_list):
             pick = rng.choice(len(tiles[genome]), per_genome, replace=False)
-            sequences += [tiles[genome][i] for i in sorted(pick)]
+            picked += [tiles[genome][i] for i in sorted(pick)]
             labels += [label] * per_genome
-        order = rng.permutation(len(sequences))
-        out[split] = ([sequences[i] for i in order], [labels[i] for i in order])
-    return out
+        order = rng.permutation(len(picked))
+        out[split] = ([picked[i][2] for i in order], [labels[i] for i in order])
+        places[split] = ([picked[i][0] for i in order], [picked[i][1] for i in order])
+    return out, places
 
 
 def _split_dev(dev: tuple[list[str], list], seed: int) -> tuple[tuple[list[str], list], tuple[list[str], list]]:
@@ -162,7 +170,7 @@ def _split_dev(dev: tuple[list[str], list], seed: int) -> tuple[tuple[list[str],
     return train, held
 
 
-def _species(spec: DatasetSpec, fastas: dict[str, Path], reports: dict[str, Path]) -> dict[str, tuple[list[str], list[int]]]:
+def _species(spec: DatasetSpec, fastas: dict[str, Path], reports: dict[str, Path]) -> tuple[dict[str, Split], dict[str, Places]]:
     missing = [g for g in spec.genome_list if g not in fastas]
     if missing:
         raise VqdnaError(f"dataset {spec.dataset}: no FASTA given for genome(s) {', '.join(missing)}")
@@ -170,7 +178,10 @@ def _species(spec: DatasetSpec, fastas: dict[str, Path], reports: dict[str, Path
         raise VqdnaError(f"dataset {spec.dataset}: {len(spec.genome_list)} genomes but num_labels {spec.num_labels}")
     maps = {g: read_assembly_report(reports[g]) for g in spec.genome_list if g in reports}
     settings = spec.species_settings()
-    return species_dataset({g: fastas[g] for g in spec.genome_list}, maps, spec.max_length, settings.samples, settings)
+    drawn = species_samples({g: fastas[g] for g in spec.genome_list}, maps, spec.max_length, settings.samples, settings)
+    splits = {split: ([s.sequence for s in samples], [s.label for s in samples]) for split, samples in drawn.items()}
+    places = {split: ([s.contig for s in samples], [s.start for s in samples]) for split, samples in drawn.items()}
+    return splits, places
 
 
 def prepare_dataset(
@@ -191,12 +202,13 @@ def prepare_dataset(
     if spec.task not in TASKS:
         raise VqdnaError(f"dataset {spec.dataset}: task must be one of {TASKS}, got {spec.task!r}")
     provenance: dict = {"dataset": spec.dataset}
+    places: dict[str, Places] = {}
     if spec.kind == "species":
-        splits = _species(spec, fastas or {}, assembly_reports or {})
+        splits, places = _species(spec, fastas or {}, assembly_reports or {})
         settings = spec.species_settings()
         provenance.update(genomes=spec.genome_list, dev_chromosomes=list(settings.dev_chromosomes), test_chromosomes=list(settings.test_chromosomes))
     elif spec.genome_list:
-        splits = _genome_classification(spec, windows or {})
+        splits, places = _genome_classification(spec, windows or {})
         provenance["genomes"] = spec.genome_list
     elif spec.source:
         fetched = _fetch_csv_splits(spec, Path(archives_dir))
@@ -219,17 +231,22 @@ def prepare_dataset(
         sequences, labels = splits["train"]
         pick = np.sort(np.random.default_rng(spec.seed).choice(len(sequences), spec.max_train_samples, replace=False))
         splits["train"] = ([sequences[i] for i in pick], [labels[i] for i in pick])
+        if places:
+            contigs, starts = places["train"]
+            places["train"] = ([contigs[i] for i in pick], [starts[i] for i in pick])
         provenance["train_subset"] = spec.max_train_samples
 
     _check_labels(spec, splits)
     counts = {}
-    schema = dataset_schema(spec.task)
+    schema = dataset_schema(spec.task, located=bool(places))
     for split, (sequences, labels) in splits.items():
+        located = {"contig": pa.array(places[split][0], pa.string()), "start": pa.array(places[split][1], pa.int64())} if places else {}
         table = pa.table(
             {
                 "sequence": pa.array(sequences, pa.string()),
                 "label": pa.array(labels, schema.field("label").type),
                 "split": pa.DictionaryArray.from_arrays(pa.array(np.zeros(len(labels), np.int32)), pa.array([split])),
+                **located,
             },
             schema=with_metadata(schema, **provenance, task=spec.task, num_labels=str(spec.num_labels)),
         )

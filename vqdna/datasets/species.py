@@ -343,14 +343,14 @@ def draw_samples(
     return samples
 
 
-def species_dataset(
+def species_samples(
     genomes: dict[str, Path],
     chromosome_maps: dict[str, dict[str, str]],
     length: int,
     samples: dict[str, int] | None = None,
     settings: SpeciesSettings | None = None,
-) -> dict[str, tuple[list[str], list[int]]]:
-    """split -> (sequences, labels), label = the species' position in ``genomes``.
+) -> dict[str, list[SpeciesSample]]:
+    """split -> its samples, each labelled with the species' position in ``genomes`` and placed on its contig.
 
     ``genomes``: species -> bgzip + faidx FASTA (``resources/genomes/{genome}.fa.gz``).
     ``chromosome_maps``: species -> :func:`read_assembly_report` of its assembly;
@@ -362,8 +362,4 @@ def species_dataset(
     unknown = [s for s in samples if s not in SPLITS]
     if unknown:
         raise VqdnaError(f"species: unknown split(s) {', '.join(unknown)} in the sample counts (expected {', '.join(SPLITS)})")
-    out = {}
-    for split, count in samples.items():
-        drawn = draw_samples(genomes, chromosome_maps, length, split, int(count), settings)
-        out[split] = ([s.sequence for s in drawn], [s.label for s in drawn])
-    return out
+    return {split: draw_samples(genomes, chromosome_maps, length, split, int(count), settings) for split, count in samples.items()}

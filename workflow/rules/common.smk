@@ -82,6 +82,11 @@ def dataset_folder(wildcards, input):
     return folder_of(input.dataset[0])
 
 
+def tokens_folder(wildcards, input):
+    """A dataset's tokens (results/dataset_tokens/{tokenizer}/{dataset}), beside the dataset itself."""
+    return folder_of(input.tokens[0])
+
+
 # ---- download_genome, download_assembly_report ---------------------------------------------------
 
 
@@ -235,6 +240,17 @@ def get_probe_inputs(wildcards):
 
 def get_probe_settings(wildcards):
     return canonical_json(PLAN.probe_settings)
+
+
+# ---- analyse_codebook --------------------------------------------------------------------------
+
+
+def get_analysis_inputs(wildcards):
+    return PLAN.analysis_inputs(wildcards.tokenizer, wildcards.dataset)
+
+
+def get_analysis_settings(wildcards):
+    return canonical_json(PLAN.analysis_settings)
 
 
 # ---- make_tables, all --------------------------------------------------------------------------

@@ -1,0 +1,37 @@
+# The codebook seen through a labelled dataset (the paper's Figure 4): enriched codes, where they sit, a 2-D map.
+rule analyse_codebook:
+    input:
+        unpack(get_analysis_inputs),
+    output:
+        summary="results/codebook_analysis/{tokenizer}/{dataset}/summary.json",
+        profiles="results/codebook_analysis/{tokenizer}/{dataset}/profiles.parquet",
+        embedding="results/codebook_analysis/{tokenizer}/{dataset}/embedding.parquet",
+        enriched="results/codebook_analysis/{tokenizer}/{dataset}/enriched_codes.parquet",
+        offsets="results/codebook_analysis/{tokenizer}/{dataset}/code_offsets.parquet",
+        codebook="results/codebook_analysis/{tokenizer}/{dataset}/codebook_map.parquet",
+        plots=expand(
+            "results/codebook_analysis/{{tokenizer}}/{{dataset}}/{plot}.png",
+            plot=["embedding", "codebook_map", "enrichment", "offsets"],
+        ),
+    log:
+        "logs/analyse_codebook/{tokenizer}/{dataset}.log",
+    wildcard_constraints:
+        tokenizer=_alternatives(PLAN.tokenizers),
+        dataset=_alternatives(PLAN.datasets),
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=60,
+    params:
+        settings=get_analysis_settings,
+        tokenizer=tokenizer_folder,
+        tokens=tokens_folder,
+        dataset=dataset_folder,
+        folder=output_folder,
+        version=STAGE_VERSIONS["analyse_codebook"],
+    shell:
+        "python -m vqdna analyse-codebook --settings {params.settings:q} --tokenizer {params.tokenizer:q}"
+        " --tokens {params.tokens:q} --dataset {params.dataset:q} --output {params.folder:q}"
+        " --threads {threads} > {log:q} 2>&1"
