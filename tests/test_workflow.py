@@ -180,6 +180,16 @@ def test_genome_classification_splits_come_from_disjoint_regions(workflow_run):
     assert labels == set(range(6))
 
 
+def test_every_job_records_its_wall_time_and_peak_memory_beside_its_log(workflow_run):
+    logs = sorted(workflow_run.path("logs").rglob("*.log"))
+    benchmarks = sorted(workflow_run.path("logs/benchmarks").rglob("*.tsv"))
+    assert {p.relative_to(workflow_run.path("logs")).with_suffix("") for p in logs} == {
+        p.relative_to(workflow_run.path("logs/benchmarks")).with_suffix("") for p in benchmarks
+    }
+    finetune = pd.read_csv(workflow_run.path("logs/benchmarks/finetune/tiny/prom_core_notata/seed0.tsv"), sep="\t")
+    assert len(finetune) == 1 and finetune.s.iloc[0] > 1 and finetune.max_rss.iloc[0] > 100  # seconds, MB
+
+
 def test_the_codebook_analysis_places_each_classs_top_codes_on_its_own_genome(workflow_run):
     """Figure 4 on the six-genome task: top codes per genome, found where the genome has them, the map of profiles."""
     folder = workflow_run.path("results/codebook_analysis/vq512/six_genomes")

@@ -5,6 +5,8 @@ rule download_archive:
         source="resources/archives/{archive}.zip.source.json",
     log:
         "logs/download_archive/{archive}.log",
+    benchmark:
+        "logs/benchmarks/download_archive/{archive}.tsv"
     wildcard_constraints:
         archive=_alternatives(PLAN.archives),
     localrule: True
@@ -30,6 +32,8 @@ rule unpack_archive:
         directory("resources/archives/{archive}"),
     log:
         "logs/unpack_archive/{archive}.log",
+    benchmark:
+        "logs/benchmarks/unpack_archive/{archive}.tsv"
     wildcard_constraints:
         archive=_alternatives(PLAN.archives),
     # Unpacked on the submitting host too: one short job, where the archive already is.

@@ -15,6 +15,8 @@ rule analyse_codebook:
         ),
     log:
         "logs/analyse_codebook/{tokenizer}/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/analyse_codebook/{tokenizer}/{dataset}.tsv"
     wildcard_constraints:
         tokenizer=_alternatives(PLAN.tokenizers),
         dataset=_alternatives(PLAN.datasets),

@@ -9,6 +9,8 @@ rule tokenize_dataset:
         ),
     log:
         "logs/tokenize_dataset/{tokenizer}/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/tokenize_dataset/{tokenizer}/{dataset}.tsv"
     conda:
         ENV
     threads: 4

@@ -5,6 +5,8 @@ rule prepare_dataset:
         expand("results/datasets/{{dataset}}/{split}.parquet", split=SPLITS),
     log:
         "logs/prepare_dataset/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/prepare_dataset/{dataset}.tsv"
     # GUE CSVs may come from a URL: compute nodes often have no internet.
     localrule: True
     conda:

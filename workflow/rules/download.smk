@@ -8,6 +8,8 @@ rule download_genome:
         source="resources/genomes/{genome}.source.json",
     log:
         "logs/download_genome/{genome}.log",
+    benchmark:
+        "logs/benchmarks/download_genome/{genome}.tsv"
     localrule: True
     conda:
         ENV
@@ -30,6 +32,8 @@ rule download_assembly_report:
         source="resources/genomes/{genome}.assembly_report.txt.source.json",
     log:
         "logs/download_assembly_report/{genome}.log",
+    benchmark:
+        "logs/benchmarks/download_assembly_report/{genome}.tsv"
     wildcard_constraints:
         genome=_alternatives(PLAN.genomes_with_reports),
     localrule: True

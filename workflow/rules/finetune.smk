@@ -6,6 +6,8 @@ rule finetune:
         predictions="results/finetune/{run}/{dataset}/seed{seed}/predictions.parquet",
     log:
         "logs/finetune/{run}/{dataset}/seed{seed}.log",
+    benchmark:
+        "logs/benchmarks/finetune/{run}/{dataset}/seed{seed}.tsv"
     conda:
         ENV
     threads: 4

@@ -6,6 +6,8 @@ rule kmer_baseline:
         predictions="results/kmer_baseline/{dataset}/seed{seed}/predictions.parquet",
     log:
         "logs/kmer_baseline/{dataset}/seed{seed}.log",
+    benchmark:
+        "logs/benchmarks/kmer_baseline/{dataset}/seed{seed}.tsv"
     conda:
         ENV
     threads: 1

@@ -7,6 +7,8 @@ rule pretrain_mlm:
         metrics="results/pretrain/{run}/metrics.json",
     log:
         "logs/pretrain_mlm/{run}.log",
+    benchmark:
+        "logs/benchmarks/pretrain_mlm/{run}.tsv"
     wildcard_constraints:
         run=_alternatives(PLAN.pretrained_runs),
     conda:

@@ -6,6 +6,8 @@ rule linear_probe:
         predictions="results/probe/{tokenizer}/{dataset}/predictions.parquet",
     log:
         "logs/linear_probe/{tokenizer}/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/linear_probe/{tokenizer}/{dataset}.tsv"
     wildcard_constraints:
         tokenizer=_alternatives(PLAN.tokenizers),
         dataset=_alternatives(PLAN.datasets),

@@ -7,6 +7,8 @@ rule make_tables:
         ),
     log:
         "logs/make_tables/tables.log",
+    benchmark:
+        "logs/benchmarks/make_tables/tables.tsv"
     conda:
         ENV
     threads: 1

@@ -8,6 +8,8 @@ rule train_tokenizer:
         training="results/tokenizers/{tokenizer}/training.json",
     log:
         "logs/train_tokenizer/{tokenizer}.log",
+    benchmark:
+        "logs/benchmarks/train_tokenizer/{tokenizer}.tsv"
     wildcard_constraints:
         tokenizer=_alternatives(PLAN.trained_tokenizers),
     conda:
@@ -34,6 +36,8 @@ rule evaluate_tokenizer:
         "results/tokenizers/{tokenizer}/metrics.json",
     log:
         "logs/evaluate_tokenizer/{tokenizer}.log",
+    benchmark:
+        "logs/benchmarks/evaluate_tokenizer/{tokenizer}.tsv"
     wildcard_constraints:
         tokenizer=_alternatives(PLAN.trained_tokenizers),
     conda:
@@ -60,6 +64,8 @@ rule tokenize_genome:
         "results/tokens/{tokenizer}/{genome}.parquet",
     log:
         "logs/tokenize_genome/{tokenizer}/{genome}.log",
+    benchmark:
+        "logs/benchmarks/tokenize_genome/{tokenizer}/{genome}.tsv"
     conda:
         ENV
     threads: 4

@@ -7,6 +7,8 @@ rule make_windows:
         "results/windows/{genome}.parquet",
     log:
         "logs/make_windows/{genome}.log",
+    benchmark:
+        "logs/benchmarks/make_windows/{genome}.tsv"
     conda:
         ENV
     threads: 1
