@@ -12,6 +12,9 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/download.smk"
 include: "workflow/rules/archive.smk"
@@ -25,6 +28,7 @@ include: "workflow/rules/kmer_baseline.smk"
 include: "workflow/rules/probe.smk"
 include: "workflow/rules/codebook_analysis.smk"
 include: "workflow/rules/tables.smk"
+include: "workflow/rules/plots.smk"
 
 
 rule all:

@@ -17,7 +17,7 @@ from vqdna.cli import build_parser
 # Written out, not read from the parser: a subcommand that disappears from the parser must fail here.
 RULE_SUBCOMMANDS = [  # the rules of workflow/rules/*.smk run `python -m vqdna <these>`
     "download", "fetch-file", "fetch-archive", "unpack-archive", "windows", "train-tokenizer", "evaluate-tokenizer",
-    "tokenize", "pretrain", "prepare-dataset", "tokenize-dataset", "finetune", "kmer-baseline", "probe", "analyse-codebook", "tables",
+    "tokenize", "pretrain", "prepare-dataset", "tokenize-dataset", "finetune", "kmer-baseline", "probe", "analyse-codebook", "tables", "plot",
 ]
 USER_SUBCOMMANDS = ["inspect", "embed", "predict"]  # no rule runs these; the README shows users how
 SUBCOMMANDS = RULE_SUBCOMMANDS + USER_SUBCOMMANDS

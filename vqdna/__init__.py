@@ -11,7 +11,7 @@ STAGE_VERSIONS = {
     "unpack_archive": 1,
     "make_windows": 1,
     "train_tokenizer": 3,
-    "evaluate_tokenizer": 1,
+    "evaluate_tokenizer": 2,
     "tokenize_genome": 1,
     "pretrain_mlm": 2,
     "prepare_dataset": 2,
@@ -21,6 +21,7 @@ STAGE_VERSIONS = {
     "linear_probe": 1,
     "make_tables": 3,
     "analyse_codebook": 1,
+    "plots": 1,
 }
 
 

@@ -334,6 +334,42 @@ def cmd_analyse_codebook(args: argparse.Namespace) -> None:
                      level["level"], level["silhouette_2d"], level["significant_codes"])
 
 
+PLOTS = ("tokenizer", "pretraining", "finetuning", "tables", "runtime")
+
+
+def plot_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("kind", choices=PLOTS, help="what to draw")
+    p.add_argument("--metrics", help="tokenizer, pretraining: its metrics.json")
+    p.add_argument("--curves", help="tokenizer (learned), pretraining: its curves.csv")
+    p.add_argument("--dataset", help="finetuning: the dataset's name (the title)")
+    p.add_argument("--finetuned", nargs="*", default=[], help="finetuning: every metrics.json of the dataset's fine-tuning jobs")
+    p.add_argument("--floors", nargs="*", default=[], help="finetuning: the dataset's k-mer floor metrics.json")
+    p.add_argument("--probes", nargs="*", default=[], help="finetuning: the dataset's linear-probe metrics.json files")
+    p.add_argument("--tables", nargs="*", default=[], help="tables: the tidy table CSVs")
+    p.add_argument("--benchmarks", help="runtime: the folder of benchmark TSVs (logs/benchmarks)")
+    p.add_argument("--output", required=True, help="the PNG (tables, runtime: HTML) to write")
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    from vqdna import plots
+
+    needed = {"tokenizer": ["metrics"], "pretraining": ["metrics", "curves"], "finetuning": ["dataset"], "runtime": ["benchmarks"]}
+    missing = [f"--{name}" for name in needed.get(args.kind, []) if not getattr(args, name)]
+    if missing:
+        raise VqdnaError(f"plot {args.kind}: give {', '.join(missing)}")
+    if args.kind == "tokenizer":
+        plots.plot_tokenizer(args.metrics, args.output, args.curves)
+    elif args.kind == "pretraining":
+        plots.plot_pretraining(args.metrics, args.curves, args.output)
+    elif args.kind == "finetuning":
+        plots.plot_finetuning(args.dataset, args.finetuned, args.floors, args.probes, args.output)
+    elif args.kind == "tables":
+        plots.tables_html(args.tables, args.output)
+    else:
+        plots.runtime_html(args.benchmarks, args.output)
+    logging.info("wrote %s", args.output)
+
+
 def kmer_baseline_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spec", type=_json, required=True, help=SPEC_HELP)
     p.add_argument("--settings", type=_json, default=None, help="the config's kmer_baseline: block as JSON")
@@ -503,6 +539,7 @@ SUBCOMMANDS = (
         "analyse-codebook", analyse_codebook_arguments, cmd_analyse_codebook,
         "The codebook seen through a labelled dataset (the paper's Figure 4): per class its enriched codes and where they sit, and a 2-D map of code-usage profiles.",
     ),
+    Subcommand("plot", plot_arguments, cmd_plot, "Draw one of the report's figures or tables from artifacts (what the plot rules run)."),
     Subcommand("tables", tables_arguments, cmd_tables, "The paper's Tables 1-7, ours beside the published numbers, our methods compared with paired bootstrap intervals, and a summary (CSV and Markdown)."),
     Subcommand("embed", embed_arguments, cmd_embed, "Mean-pooled encoder embeddings of your sequences (FASTA or CSV) as Parquet: id, length, embedding."),
     Subcommand("predict", predict_arguments, cmd_predict, "Predictions of a fine-tuned run for your sequences (FASTA or CSV) as CSV or Parquet."),

@@ -439,6 +439,28 @@ class Plan:
             ],
         }
 
+    def tokenizer_curves(self, tokenizer: str) -> str | None:
+        """A learned tokenizer's training curves (written with its training.json); baselines are built, not trained."""
+        return f"results/tokenizers/{tokenizer}/curves.csv" if self.tokenizers[tokenizer].type in ("vq", "hrq") else None
+
+    def finetuning_plot_inputs(self, dataset: str) -> dict[str, list[str]]:
+        """Every fine-tuning result on the dataset (runs x seeds), its k-mer floor and its probes."""
+        return {
+            "finetune": [job.metrics(seed) for job in self.finetune_jobs if job.dataset == dataset for seed in self.finetune_seeds],
+            "kmer": [job.metrics for job in self.kmer_jobs if job.dataset == dataset],
+            "probe": [job.metrics for job in self.probe_jobs if job.dataset == dataset],
+        }
+
+    @property
+    def plots(self) -> list[str]:
+        """The report's figures and tables (workflow/rules/plots.smk); runtime.html comes last, after all of them."""
+        return (
+            [f"results/plots/tokenizers/{name}.png" for name in self.trained_tokenizers]
+            + [f"results/plots/pretraining/{name}.png" for name in self.pretrained_runs if self.runs[name].settings.get("steps", 1)]
+            + [f"results/plots/finetuning/{name}.png" for name in sorted({job.dataset for job in self.finetune_jobs})]
+            + ["results/plots/tables.html"]
+        )
+
     @property
     def tables_plan(self) -> dict[str, dict]:
         """What `vqdna tables` needs to know of the config: each run's tokenizer and type, sweep values,
@@ -480,6 +502,8 @@ class Plan:
             + [f"results/pretrain/{name}/model.safetensors" for name in self.pretrained_runs]
             + [f"results/tables/{table}.{suffix}" for table in TABLE_FILES for suffix in ("csv", "md")]
             + [job.summary for job in self.analysis_jobs]
+            + self.plots
+            + ["results/plots/runtime.html"]
         )
 
 

@@ -1,6 +1,7 @@
 """Measure a saved tokenizer on held-out windows: its own stage, so that changing how it is measured never retrains it.
 
-For every tokenizer, per level: codebook (vocabulary) usage, perplexity and
+For every tokenizer, per level: codebook (vocabulary) usage, perplexity, the
+held-out count of every code (``code_counts``, for frequency plots) and
 reconstruction accuracy (decoded bases equal to the input, N excluded), on
 test-split windows of its ``train_genomes``. For learned tokenizers also the
 per-level reconstruction (decoding the embedding after n levels) and the
@@ -84,6 +85,7 @@ def measure_learned(tokenizer: VQTokenizer, probe_train: np.ndarray, heldout: np
                 "usage": metrics.usage(codes, size),
                 "perplexity": metrics.perplexity(codes, size),
                 "neighbour_probe": metrics.neighbour_probe(train_codes[level], probe_train, codes, heldout, size),
+                "code_counts": np.bincount(codes.ravel(), minlength=size).tolist(),
             }
         )
     return {"reconstruction_accuracy": levels[-1]["reconstruction_accuracy"], "levels": levels}
@@ -96,7 +98,8 @@ def measure_baseline(tokenizer, heldout: np.ndarray) -> dict:
     decoded = np.stack([base_ids(s) for s in tokenizer.decode(codes)])
     ids = np.concatenate([c[0] for c in codes])
     size = tokenizer.level_sizes[0]
-    level = {"level": 1, "codebook_size": size, "usage": metrics.usage(ids, size), "perplexity": metrics.perplexity(ids, size)}
+    level = {"level": 1, "codebook_size": size, "usage": metrics.usage(ids, size), "perplexity": metrics.perplexity(ids, size),
+             "code_counts": np.bincount(ids.astype(np.int64), minlength=size).tolist()}
     level["reconstruction_accuracy"] = metrics.reconstruction_accuracy(decoded, heldout)
     level["tokens_per_window"] = float(np.mean([c.shape[1] for c in codes]))
     return {"reconstruction_accuracy": level["reconstruction_accuracy"], "levels": [level]}

@@ -9,9 +9,45 @@ rule analyse_codebook:
         enriched="results/codebook_analysis/{tokenizer}/{dataset}/enriched_codes.parquet",
         offsets="results/codebook_analysis/{tokenizer}/{dataset}/code_offsets.parquet",
         codebook="results/codebook_analysis/{tokenizer}/{dataset}/codebook_map.parquet",
-        plots=expand(
-            "results/codebook_analysis/{{tokenizer}}/{{dataset}}/{plot}.png",
-            plot=["embedding", "codebook_map", "enrichment", "offsets"],
+        embedding_plot=report(
+            "results/codebook_analysis/{tokenizer}/{dataset}/embedding.png",
+            caption="../report/codebook_analysis.rst",
+            category="6. Codebook analysis",
+            labels={
+                "tokenizer": "{tokenizer}",
+                "dataset": "{dataset}",
+                "figure": "profiles by class",
+            },
+        ),
+        codebook_plot=report(
+            "results/codebook_analysis/{tokenizer}/{dataset}/codebook_map.png",
+            caption="../report/codebook_analysis.rst",
+            category="6. Codebook analysis",
+            labels={
+                "tokenizer": "{tokenizer}",
+                "dataset": "{dataset}",
+                "figure": "codebook by class",
+            },
+        ),
+        enrichment_plot=report(
+            "results/codebook_analysis/{tokenizer}/{dataset}/enrichment.png",
+            caption="../report/codebook_analysis.rst",
+            category="6. Codebook analysis",
+            labels={
+                "tokenizer": "{tokenizer}",
+                "dataset": "{dataset}",
+                "figure": "enriched codes",
+            },
+        ),
+        offsets_plot=report(
+            "results/codebook_analysis/{tokenizer}/{dataset}/offsets.png",
+            caption="../report/codebook_analysis.rst",
+            category="6. Codebook analysis",
+            labels={
+                "tokenizer": "{tokenizer}",
+                "dataset": "{dataset}",
+                "figure": "where they sit",
+            },
         ),
     log:
         "logs/analyse_codebook/{tokenizer}/{dataset}.log",

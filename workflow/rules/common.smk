@@ -253,6 +253,22 @@ def get_analysis_settings(wildcards):
     return canonical_json(PLAN.analysis_settings)
 
 
+# ---- plots ------------------------------------------------------------------------------------
+
+
+def get_tokenizer_curves_option(wildcards):
+    curves = PLAN.tokenizer_curves(wildcards.tokenizer)
+    return f"--curves {shlex.quote(curves)}" if curves else ""
+
+
+def get_finetuning_plot_inputs(wildcards):
+    return PLAN.finetuning_plot_inputs(wildcards.dataset)
+
+
+def get_plots(wildcards):
+    return PLAN.plots
+
+
 # ---- make_tables, all --------------------------------------------------------------------------
 
 
