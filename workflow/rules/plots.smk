@@ -13,6 +13,8 @@ rule plot_tokenizer:
         ),
     log:
         "logs/plot_tokenizer/{tokenizer}.log",
+    benchmark:
+        "logs/benchmarks/plot_tokenizer/{tokenizer}.tsv"
     conda:
         ENV
     threads: 1
@@ -38,6 +40,8 @@ rule plot_pretraining:
         ),
     log:
         "logs/plot_pretraining/{run}.log",
+    benchmark:
+        "logs/benchmarks/plot_pretraining/{run}.tsv"
     conda:
         ENV
     threads: 1
@@ -63,6 +67,8 @@ rule plot_finetuning:
         ),
     log:
         "logs/plot_finetuning/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/plot_finetuning/{dataset}.tsv"
     conda:
         ENV
     threads: 1
@@ -88,6 +94,8 @@ rule render_tables:
         ),
     log:
         "logs/render_tables/tables.log",
+    benchmark:
+        "logs/benchmarks/render_tables/tables.tsv"
     conda:
         ENV
     threads: 1
@@ -113,6 +121,8 @@ rule runtime_table:
         ),
     log:
         "logs/runtime_table/runtime.log",
+    benchmark:
+        "logs/benchmarks/runtime_table/runtime.tsv"
     conda:
         ENV
     threads: 1
