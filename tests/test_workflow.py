@@ -441,6 +441,7 @@ def test_a_gue_dataset_inside_an_archive_is_fetched_unpacked_once_and_prepared(w
     (tmp_path / "config").mkdir()
     config = yaml.safe_load(workflow_run.path("config/config.yaml").read_text())
     config["archives"] = {"gue": {"source": str(archive)}}
+    config.pop("analysis", None)  # its dataset is not in this one-row sheet
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     (tmp_path / "config" / "genomes.tsv").write_text(workflow_run.path("config/genomes.tsv").read_text())
     sheet = {**workflow_run.datasets[0], "source": "archive:gue/GUE/prom/prom_core_notata"}
@@ -579,8 +580,10 @@ def test_a_datasets_epochs_or_learning_rate_reruns_its_fine_tunings_only(workflo
         writer.writeheader()
         writer.writerows(rows)
     runs = workflow_run.config["finetune"]["runs"]
+    # and the figures that read them: the dataset's fine-tuning plot, the rendered tables, the runtime table
     assert _planned(workflow_run.workdir, "--config", f"datasets={sheet}") == {
-        "finetune": len(runs), "make_tables": 1, "all": 1, "total": len(runs) + 2,
+        "finetune": len(runs), "make_tables": 1, "plot_finetuning": 1, "render_tables": 1, "runtime_table": 1,
+        "all": 1, "total": len(runs) + 5,
     }
 
 
