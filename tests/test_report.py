@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import re
 import shutil
@@ -56,3 +58,13 @@ def test_a_screenshot_of_the_report_is_not_blank(report, tmp_path):
     assert result.returncode == 0 and screenshot.is_file(), result.stderr[-2000:]
     image = imread(screenshot)
     assert image.shape[:2] == (1000, 1400) and float(image[..., :3].std()) > 0.05
+
+
+def test_every_figure_in_the_report_is_a_non_blank_image(report):
+    """The figures are embedded as data URIs: each decodes as a PNG with more than one colour in it."""
+    html = report.read_text()
+    figures = re.findall(r"data:image/png;charset=utf8;filename=([^;]+);base64,([A-Za-z0-9+/=]+)", html)
+    assert len(figures) >= 5, [name for name, _ in figures]  # at least one per figure category
+    for name, data in figures:
+        image = imread(io.BytesIO(base64.b64decode(data)), format="png")
+        assert min(image.shape[:2]) > 100 and float(image[..., :3].std()) > 0.05, name
