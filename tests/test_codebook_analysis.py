@@ -88,6 +88,16 @@ def test_the_codes_that_cover_a_planted_motif_are_its_class_top_codes_at_the_mot
         assert rows.from_motif_start.mode().iloc[0] == covering[code]  # where the code sits most often: its motif position
         assert (rows.from_motif_start == covering[code]).mean() > 0.3  # against 1% for a code spread over 100 offsets
 
+    # What each code stands for: the 5 nt centred on it, which for a motif code is the motif around its position.
+    enriched = pd.read_parquet(folder / "analysis" / "enriched_codes.parquet").set_index(["label", "code"])
+    inside = [code for code in top if code in covering and 2 <= covering[code] <= len(MOTIF) - 3]
+    assert len(inside) >= 5, (top, covering)
+    for code in inside:
+        j = covering[code]
+        assert enriched.loc[(1, code), "context"] == MOTIF[j - 2 : j + 3], (code, j)
+        assert enriched.loc[(1, code), "context_share"] > 0.3
+    assert enriched.loc[enriched["rank"] == 0, "context"].isna().all()  # contexts are read for the located (top) codes only
+
 
 def test_the_analysis_writes_its_tables_and_plots_readable_as_documented(motif_analysis):
     folder, _, summary = motif_analysis
@@ -97,6 +107,7 @@ def test_the_analysis_writes_its_tables_and_plots_readable_as_documented(motif_a
         "enriched_codes.parquet", "enrichment.png", "offsets.png", "profiles.parquet", "summary.json",
     ]
     assert json.loads((out / "summary.json").read_text()) == summary
+    assert all(len(entry["context"]) == 5 for entry in summary["levels"][0]["top_codes"]["class 1"])
     profiles = pd.read_parquet(out / "profiles.parquet")
     tokens = pd.read_parquet(folder / "tokens" / "dev.parquet")
     dev = profiles[profiles.split == "dev"].set_index("index")
@@ -145,6 +156,7 @@ def test_code_counts_sums_repeats_per_sequence():
         ({"splits": ["train", "val"]}, "splits must be a non-empty subset"),
         ({"fdr": 0}, "fdr in (0, 1]"),
         ({"top": 3}, "unknown setting(s) top"),
+        ({"context": 4}, "context must be an odd number of nt"),
         pytest.param({"embedding": "umap"}, "embedding umap needs umap-learn: pip install umap-learn",
                      marks=pytest.mark.skipif(importlib.util.find_spec("umap") is not None, reason="umap-learn is installed")),
     ],

@@ -20,7 +20,12 @@ tokenized (:mod:`vqdna.dataset_tokens`). Nothing is trained; per level:
 - **where they sit**: every occurrence of each class's top enriched codes in that
   class's sequences, as an offset in the sequence (one code per nucleotide, so
   offsets are in nt), and as a genome position where the dataset was cut from
-  genomes and carries ``contig`` and ``start`` (``code_offsets.parquet``, ``offsets.png``).
+  genomes and carries ``contig`` and ``start`` (``code_offsets.parquet``, ``offsets.png``);
+- **what they stand for**: with one code per nucleotide, a code is a learned name
+  for a short local context: each occurrence carries the ``context`` nt centred
+  on it, and each top code its most common context and that context's share of
+  its occurrences (``context``, ``context_share`` in ``enriched_codes.parquet``,
+  beside the code on the enrichment plot).
 
 ``summary.json`` gathers the classes, each level's silhouette and each class's top codes.
 """
@@ -59,6 +64,7 @@ class AnalysisSettings:
     fdr: float = 0.05  # Benjamini-Hochberg false discovery rate a top code must pass
     splits: tuple[str, ...] = SPLITS  # the labelled sequences analysed; nothing here is trained, so all of them by default
     seed: int = 0
+    context: int = 5  # nt centred on each located code (odd): what a code stands for, in bases
 
     @classmethod
     def from_config(cls, values: dict | None, where: str) -> AnalysisSettings:
@@ -77,6 +83,8 @@ class AnalysisSettings:
             raise VqdnaError(f"{where}: splits must be a non-empty subset of {', '.join(SPLITS)}, got {list(settings.splits)}")
         if settings.max_embedded < 3 or settings.top_codes < 1 or not 0 < settings.fdr <= 1:
             raise VqdnaError(f"{where}: max_embedded must be >= 3, top_codes >= 1 and fdr in (0, 1]")
+        if settings.context < 1 or settings.context % 2 == 0:
+            raise VqdnaError(f"{where}: context must be an odd number of nt (1, 3, 5, ...), got {settings.context}")
         return settings
 
 
@@ -197,6 +205,24 @@ def silhouette(points: np.ndarray, labels: np.ndarray, seed: int) -> float | Non
     return float(silhouette_score(points, labels, sample_size=min(len(points), 5000), random_state=seed))
 
 
+def code_contexts(sequences: np.ndarray, rows: np.ndarray, offsets: np.ndarray, width: int) -> np.ndarray:
+    """The ``width`` nt centred on each (row, offset), upper-cased; "" where the window runs off the sequence."""
+    half = width // 2
+    return np.array([sequences[row][offset - half : offset + half + 1].upper() if half <= offset < len(sequences[row]) - half else ""
+                     for row, offset in zip(rows, offsets)], dtype=object)
+
+
+def dominant_contexts(codes: np.ndarray, contexts: np.ndarray) -> dict[int, tuple[str, float]]:
+    """Per code: its most common context and the share of its (in-sequence) occurrences that context has."""
+    dominant = {}
+    for code in np.unique(codes):
+        seen = contexts[(codes == code) & (contexts != "")]
+        if len(seen):
+            values, counts = np.unique(seen.astype(str), return_counts=True)
+            dominant[int(code)] = (str(values[counts.argmax()]), float(counts.max() / counts.sum()))
+    return dominant
+
+
 # -- the stage -----------------------------------------------------------------------------------------
 
 
@@ -209,13 +235,14 @@ def class_names(dataset_path: Path, num_classes: int) -> list[str]:
 
 def _read_inputs(tokenizer: VQTokenizer, tokens_dir: Path, dataset_dir: Path, splits: tuple[str, ...]) -> dict:
     """Labels, per row codes, their split and row, and (contig, start) where the dataset has them."""
-    labels, codes, split_of, index, contigs, starts = [], [], [], [], [], []
+    labels, codes, sequences, split_of, index, contigs, starts = [], [], [], [], [], [], []
     for split in splits:
         split_labels, split_codes = read_split_tokens(tokens_dir / f"{split}.parquet", tokenizer.hash)
         labels.append(split_labels)
         codes += split_codes
         split_of += [split] * len(split_codes)
         index.append(np.arange(len(split_codes)))
+        sequences += pq.read_table(dataset_dir / f"{split}.parquet", columns=["sequence"]).column("sequence").to_pylist()
         names = pq.read_schema(dataset_dir / f"{split}.parquet").names
         if {"contig", "start"} <= set(names):
             located = pq.read_table(dataset_dir / f"{split}.parquet", columns=["contig", "start"])
@@ -226,7 +253,7 @@ def _read_inputs(tokenizer: VQTokenizer, tokens_dir: Path, dataset_dir: Path, sp
         raise VqdnaError(f"{tokens_dir}: labels are not classes; the codebook analysis needs a classification dataset")
     located = len(contigs) == len(codes)
     return {
-        "labels": labels, "codes": codes, "split": np.array(split_of), "index": np.concatenate(index),
+        "labels": labels, "codes": codes, "sequences": np.array(sequences, dtype=object), "split": np.array(split_of), "index": np.concatenate(index),
         "contig": np.array(contigs, dtype=object) if located else None, "start": np.concatenate(starts) if located else None,
     }
 
@@ -278,14 +305,22 @@ def analyse_codebook(
         if data["contig"] is not None:
             where["contig"] = data["contig"][offsets["row"]]
             where["genome_position"] = data["start"][offsets["row"]] + offsets["offset"]
+        where["context"] = code_contexts(data["sequences"], offsets["row"], offsets["offset"], config.context)
         located.append(where)
+        dominant = dominant_contexts(offsets["code"] + size * offsets["class"], where["context"])  # per (class, code)
+        context = np.full((num_classes, size), None, dtype=object)
+        context_share = np.full((num_classes, size), np.nan)
+        for key, (seen, share) in dominant.items():
+            context[key // size, key % size], context_share[key // size, key % size] = seen, share
+        enriched[-1]["context"], enriched[-1]["context_share"] = context.ravel(), context_share.ravel()
         summary["levels"].append({
             "level": level, "codebook_size": size, "silhouette_2d": silhouette(points, labels[sample], config.seed),
             "codes_used": int((np.asarray(counts.sum(axis=0)).ravel() > 0).sum()),
             "significant_codes": int((table["q_value"] < config.fdr).sum()),
             "top_codes": {names[c]: [{"code": int(code), "log2_enrichment": round(float(table["log2_enrichment"][c, code]), 3),
                                        "fraction_holding_in_class": round(float(table["fraction_holding_in_class"][c, code]), 4),
-                                       "q_value": float(table["q_value"][c, code])} for code in codes] for c, codes in enumerate(top)},
+                                       "q_value": float(table["q_value"][c, code]), "context": context[c, code],
+                                       "context_share": None if np.isnan(context_share[c, code]) else round(float(context_share[c, code]), 3)} for code in codes] for c, codes in enumerate(top)},
         })
     with atomic_dir(output_dir) as tmp:
         _write(tmp / "profiles.parquet", profile_columns, meta)
@@ -306,7 +341,8 @@ def _joined(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 
 def _write(path: Path, columns: dict, meta: dict) -> None:
-    table = pa.table({k: v if isinstance(v, pa.Array) else pa.array(v) for k, v in columns.items()})
+    as_arrow = lambda v: v if isinstance(v, pa.Array) else pa.array(v, type=pa.string() if v.dtype == object else None)  # noqa: E731
+    table = pa.table({k: as_arrow(v) for k, v in columns.items()})
     pq.write_table(table.replace_schema_metadata(with_metadata(table.schema, **meta).metadata), path, compression=COMPRESSION)
 
 
@@ -366,7 +402,8 @@ def plot_enrichment(table: dict[str, np.ndarray], names: list[str], path: Path) 
         mine = np.flatnonzero((table["label"] == c) & (table["rank"] > 0))
         mine = mine[np.lexsort((table["rank"][mine], table["level"][mine]))]
         ax.barh(np.arange(len(mine)), table["log2_enrichment"][mine], color="tab:blue")
-        ax.set_yticks(np.arange(len(mine)), [f"L{table['level'][i]}:{table['code'][i]}" for i in mine], fontsize=7)
+        ax.set_yticks(np.arange(len(mine)), [f"L{table['level'][i]}:{table['code'][i]} {table['context'][i] or ''}" for i in mine],
+                      fontsize=7, family="monospace")
         ax.set_ylim(max(len(mine), 10) - 0.5, -0.5)  # the best on top, bars of one height in every panel
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("log2 mean frequency over the other classes'")
