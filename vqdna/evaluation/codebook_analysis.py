@@ -406,7 +406,7 @@ def plot_enrichment(table: dict[str, np.ndarray], names: list[str], path: Path) 
                       fontsize=7, family="monospace")
         ax.set_ylim(max(len(mine), 10) - 0.5, -0.5)  # the best on top, bars of one height in every panel
         ax.set_title(name, fontsize=9)
-        ax.set_xlabel("log2 mean frequency over the other classes'")
+        ax.set_xlabel("log2 enrichment over the other classes")
         if not len(mine):
             ax.text(0.5, 0.5, "no code passes the FDR", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
