@@ -169,7 +169,12 @@ def test_only_tokenizers_that_runs_pretrain_on_tokenize_genomes_else_every_one_b
     unused = _plan(_config(tmp_path, tokenizers=tokenizers, ablations=ablations, runs={}, finetune={}))
     assert unused.tokenized_tokenizers == ["kmer6", "vq"]
     assert unused.final_outputs[:3] == ["results/tokens/kmer6/mouse.parquet", "results/tokens/kmer6/phage.parquet", "results/tokens/kmer6/virus.parquet"]
-    assert unused.final_outputs[-2:] == ["results/tables/summary.csv", "results/tables/summary.md"]
+    assert {"results/tables/summary.csv", "results/tables/summary.md"} <= set(unused.final_outputs)
+    # the report's figures close the list, the runtime table (which reads every rule's benchmark) last
+    assert unused.final_outputs[-4:] == [
+        "results/plots/tokenizers/vq.png", "results/plots/tokenizers/vq_code_size256.png", "results/plots/tables.html",
+        "results/plots/runtime.html",
+    ]
 
 
 def test_the_tables_plan_names_each_fine_tuned_run_and_every_tokenizer_with_type_and_sweep_values(tmp_path):
