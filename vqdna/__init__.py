@@ -20,7 +20,7 @@ STAGE_VERSIONS = {
     "kmer_baseline": 1,
     "linear_probe": 1,
     "make_tables": 3,
-    "analyse_codebook": 1,
+    "analyse_codebook": 2,
     "plots": 1,
 }
 

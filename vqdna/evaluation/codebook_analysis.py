@@ -47,6 +47,7 @@ from scipy import stats
 from vqdna import VqdnaError
 from vqdna.artifacts import COMPRESSION, SPLITS, atomic_dir, read_metadata, with_metadata
 from vqdna.dataset_tokens import read_split_tokens
+from vqdna.genome import normalise_sequence
 from vqdna.tokenizer.api import VQTokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -206,21 +207,20 @@ def silhouette(points: np.ndarray, labels: np.ndarray, seed: int) -> float | Non
 
 
 def code_contexts(sequences: np.ndarray, rows: np.ndarray, offsets: np.ndarray, width: int) -> np.ndarray:
-    """The ``width`` nt centred on each (row, offset), upper-cased; "" where the window runs off the sequence."""
+    """The ``width`` nt centred on each (row, offset), as the tokenizer reads them (the sequence policy applied);
+    "" where the window runs off the sequence."""
     half = width // 2
-    return np.array([sequences[row][offset - half : offset + half + 1].upper() if half <= offset < len(sequences[row]) - half else ""
+    return np.array([normalise_sequence(sequences[row][offset - half : offset + half + 1]) if half <= offset < len(sequences[row]) - half else ""
                      for row, offset in zip(rows, offsets)], dtype=object)
 
 
-def dominant_contexts(codes: np.ndarray, contexts: np.ndarray) -> dict[int, tuple[str, float]]:
-    """Per code: its most common context and the share of its (in-sequence) occurrences that context has."""
-    dominant = {}
-    for code in np.unique(codes):
-        seen = contexts[(codes == code) & (contexts != "")]
-        if len(seen):
-            values, counts = np.unique(seen.astype(str), return_counts=True)
-            dominant[int(code)] = (str(values[counts.argmax()]), float(counts.max() / counts.sum()))
-    return dominant
+def dominant_context(contexts: np.ndarray) -> tuple[str | None, float]:
+    """The most common of one code's contexts and the share of them it has; (None, nan) when none lies inside its sequence."""
+    seen = contexts[contexts != ""].astype(str)
+    if not len(seen):
+        return None, float("nan")
+    values, counts = np.unique(seen, return_counts=True)
+    return str(values[counts.argmax()]), float(counts.max() / counts.sum())
 
 
 # -- the stage -----------------------------------------------------------------------------------------
@@ -242,12 +242,13 @@ def _read_inputs(tokenizer: VQTokenizer, tokens_dir: Path, dataset_dir: Path, sp
         codes += split_codes
         split_of += [split] * len(split_codes)
         index.append(np.arange(len(split_codes)))
-        sequences += pq.read_table(dataset_dir / f"{split}.parquet", columns=["sequence"]).column("sequence").to_pylist()
-        names = pq.read_schema(dataset_dir / f"{split}.parquet").names
-        if {"contig", "start"} <= set(names):
-            located = pq.read_table(dataset_dir / f"{split}.parquet", columns=["contig", "start"])
-            contigs += located.column("contig").to_pylist()
-            starts.append(located.column("start").to_numpy())
+        path = dataset_dir / f"{split}.parquet"
+        has_location = {"contig", "start"} <= set(pq.read_schema(path).names)
+        rows = pq.read_table(path, columns=["sequence", "contig", "start"] if has_location else ["sequence"])
+        sequences += rows.column("sequence").to_pylist()
+        if has_location:
+            contigs += rows.column("contig").to_pylist()
+            starts.append(rows.column("start").to_numpy())
     labels = np.concatenate(labels)
     if not np.issubdtype(labels.dtype, np.integer):
         raise VqdnaError(f"{tokens_dir}: labels are not classes; the codebook analysis needs a classification dataset")
@@ -307,11 +308,12 @@ def analyse_codebook(
             where["genome_position"] = data["start"][offsets["row"]] + offsets["offset"]
         where["context"] = code_contexts(data["sequences"], offsets["row"], offsets["offset"], config.context)
         located.append(where)
-        dominant = dominant_contexts(offsets["code"] + size * offsets["class"], where["context"])  # per (class, code)
-        context = np.full((num_classes, size), None, dtype=object)
+        context = np.full((num_classes, size), None, dtype=object)  # read for the located (top) codes only
         context_share = np.full((num_classes, size), np.nan)
-        for key, (seen, share) in dominant.items():
-            context[key // size, key % size], context_share[key // size, key % size] = seen, share
+        for c, codes in enumerate(top):
+            for code in codes:
+                mine = (offsets["class"] == c) & (offsets["code"] == code)
+                context[c, code], context_share[c, code] = dominant_context(where["context"][mine])
         enriched[-1]["context"], enriched[-1]["context_share"] = context.ravel(), context_share.ravel()
         summary["levels"].append({
             "level": level, "codebook_size": size, "silhouette_2d": silhouette(points, labels[sample], config.seed),
