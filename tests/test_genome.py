@@ -9,13 +9,14 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pysam
 import pytest
 
 from vqdna import VqdnaError
 from vqdna.download import fetch_genome
-from vqdna.genome import FastaRecords, read_contigs, write_bgzip_fasta
+from vqdna.genome import BASES, FastaRecords, base_ids, normalise_sequence, read_contigs, write_bgzip_fasta
 from vqdna.windows import WindowSettings, write_windows
 
 AMBIGUITY_LETTERS = "RYKMSWBDHVN"
@@ -191,3 +192,30 @@ def test_fasta_records_read_gzip_and_keep_the_letters_as_written(tmp_path):
         assert records.references == ("c1", "c2") and records.lengths == (9, 3)
         assert records.fetch("c1", 2, 7) == "gtNRY"  # the window stage applies the sequence policy, as for stored genomes
         assert str(records) == str(source)
+
+
+def _base_ids_before_the_byte_table(sequence: str) -> np.ndarray:
+    """base_ids as it was: the sequence policy on the text, then a lookup over the five model letters."""
+    table = np.full(256, 255, dtype=np.uint8)
+    table[np.frombuffer(BASES.encode(), dtype=np.uint8)] = np.arange(len(BASES))
+    ids = table[np.frombuffer(normalise_sequence(sequence).encode("ascii", "replace"), dtype=np.uint8)]
+    if (ids == 255).any():
+        raise VqdnaError(f"invalid character {sequence[int(np.argmax(ids == 255))]!r} in sequence (allowed: A C G T and IUPAC codes)")
+    return ids
+
+
+def _ids_or_error(function, sequence: str):
+    try:
+        return function(sequence).tolist()
+    except VqdnaError as err:
+        return str(err)
+
+
+def test_base_ids_byte_table_equals_policy_then_lookup_on_every_byte_value():
+    for value in range(256):
+        for sequence in (chr(value), f"acgtN{chr(value)}RY"):
+            assert _ids_or_error(base_ids, sequence) == _ids_or_error(_base_ids_before_the_byte_table, sequence), value
+    mixed = "ACGTacgtNRYKMSWBDHVnrykmswbdhv"
+    assert base_ids(mixed).tolist() == [0, 1, 2, 3] * 2 + [4] * 22
+    with pytest.raises(VqdnaError, match=r"invalid character 'é' in sequence"):
+        base_ids("ACé")

@@ -39,8 +39,12 @@ _POLICY = str.maketrans(
 
 
 BASES = "ACGTN"  # model alphabet; ids 0..4 in this order
+# The sequence policy and the alphabet in one byte table, so base_ids is a single lookup: ACGT in either
+# case -> 0..3, every IUPAC ambiguity letter -> 4 (N), any other byte -> 255 (invalid).
 _BASE_IDS = np.full(256, 255, dtype=np.uint8)
-_BASE_IDS[np.frombuffer(BASES.encode(), dtype=np.uint8)] = np.arange(len(BASES))
+for _byte in _ALLOWED_BYTES:
+    _BASE_IDS[_byte] = BASES.index(chr(_byte).translate(_POLICY))
+del _byte
 _BASE_LETTERS = np.frombuffer(BASES.encode(), dtype=np.uint8)
 
 
@@ -50,8 +54,8 @@ def normalise_sequence(sequence: str) -> str:
 
 
 def base_ids(sequence: str) -> np.ndarray:
-    """Text -> uint8 ids 0..4 over ACGTN (sequence policy applied first)."""
-    ids = _BASE_IDS[np.frombuffer(normalise_sequence(sequence).encode("ascii", "replace"), dtype=np.uint8)]
+    """Text -> uint8 ids 0..4 over ACGTN, the sequence policy included (one byte-table lookup, no translated copy of the text)."""
+    ids = _BASE_IDS[np.frombuffer(sequence.encode("ascii", "replace"), dtype=np.uint8)]  # one '?' per non-ASCII character
     if (ids == 255).any():
         bad = sequence[int(np.argmax(ids == 255))]
         raise VqdnaError(f"invalid character {bad!r} in sequence (allowed: A C G T and IUPAC codes)")
