@@ -146,6 +146,7 @@ def test_finetune_writes_metrics_predictions_and_adapter(stage3):
     assert {"accuracy", "f1", "mcc"} <= set(metrics["test"])
     assert metrics["best_epoch"] in (1, 2)
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert [h["train_padding"] for h in metrics["history"]] == [0.0, 0.0]  # one code per nt, equal-length rows
     assert metrics["best_dev"] == max(h["dev_mcc"] for h in metrics["history"])
     assert metrics["tokenizer_hash"] == tokenizer_hash(stage3["folder"] / "tokenizer")
 

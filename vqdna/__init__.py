@@ -16,7 +16,7 @@ STAGE_VERSIONS = {
     "pretrain_mlm": 2,
     "prepare_dataset": 2,
     "tokenize_dataset": 1,
-    "finetune": 1,
+    "finetune": 2,
     "kmer_baseline": 1,
     "linear_probe": 1,
     "make_tables": 3,

@@ -34,6 +34,7 @@ from safetensors import safe_open
 
 from vqdna import VqdnaError
 from vqdna.artifacts import atomic_path, parquet_writer, with_metadata
+from vqdna.batching import evaluation_batches, token_lengths
 from vqdna.finetune.train import predict_logits, weights_fingerprint
 from vqdna.genome import base_ids, normalise_sequence, read_fasta
 from vqdna.lm.configuration import VqdnaConfig
@@ -231,18 +232,11 @@ def matching_tokenizer(config: VqdnaConfig, tokenizer_dir: str | Path, model_dir
 # -- computing -----------------------------------------------------------------------------------------
 
 
-def _by_length(codes: list[np.ndarray]) -> np.ndarray:
-    """Row order shortest first: batches of similar lengths waste little on padding."""
-    return np.argsort([c.shape[1] for c in codes], kind="stable")
-
-
 @torch.no_grad()
 def _hidden_sums(encoder: torch.nn.Module, pieces: list[np.ndarray], batch_size: int, device: torch.device) -> np.ndarray:
     """Per piece the sum of the encoder's last hidden states over its tokens, (P, H) float64."""
     sums = np.zeros((len(pieces), encoder.config.hidden_size))
-    order = _by_length(pieces)
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
+    for rows in evaluation_batches(token_lengths(pieces), batch_size):
         input_ids, attention = pad_codes([pieces[i] for i in rows], device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             hidden = encoder(input_ids=input_ids, attention_mask=attention).last_hidden_state  # (B, L, H)
@@ -266,13 +260,6 @@ def mean_pooled(encoder: torch.nn.Module, codes: list[np.ndarray], batch_size: i
     totals = np.zeros((len(codes), encoder.config.hidden_size))
     np.add.at(totals, np.array(owners), _hidden_sums(encoder, pieces, batch_size, device))
     return (totals / np.array([c.shape[1] for c in codes])[:, None]).astype(np.float32)
-
-
-def _logits_in_input_order(model: torch.nn.Module, codes: list[np.ndarray], batch_size: int, device: torch.device) -> np.ndarray:
-    order = _by_length(codes)
-    logits = np.empty((len(codes), model.config.num_labels), dtype=np.float32)
-    logits[order] = predict_logits(model, [codes[i] for i in order], batch_size, device)
-    return logits
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -375,7 +362,7 @@ def predict(
     run = _run_metrics(model_dir)
     max_length = max_length or run.get("max_length")
     cut = [s[:max_length] for s in sequences.sequences] if max_length else sequences.sequences
-    logits = _logits_in_input_order(model.to(device), encode_sequences(tokenizer, sequences.ids, cut), batch_size, device)
+    logits = predict_logits(model.to(device), encode_sequences(tokenizer, sequences.ids, cut), batch_size, device)
 
     columns = {"id": pa.array(sequences.ids, pa.string())}
     if sequences.labels is not None:

@@ -39,6 +39,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from vqdna import VqdnaError
 from vqdna.artifacts import atomic_dir, parquet_writer, with_metadata, write_json
+from vqdna.batching import evaluation_batches, padding_fraction, token_lengths, training_batches
 from vqdna.dataset_tokens import dataset_codes
 from vqdna.datasets.spec import DatasetSpec
 from vqdna.lm.modeling import VqdnaForSequenceClassification
@@ -139,13 +140,17 @@ def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
 
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, codes: list[np.ndarray], batch_size: int, device: torch.device) -> np.ndarray:
+    """Logits of every row, in row order; rows are batched longest first so batches pad little."""
     model.eval()
-    out = []
-    for i in range(0, len(codes), batch_size):
-        input_ids, attention = pad_codes(codes[i : i + batch_size], device)
+    out: np.ndarray | None = None
+    for rows in evaluation_batches(token_lengths(codes), batch_size):
+        input_ids, attention = pad_codes([codes[r] for r in rows], device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out.append(model(input_ids=input_ids, attention_mask=attention).logits.float().cpu().numpy())
-    return np.concatenate(out)
+            logits = model(input_ids=input_ids, attention_mask=attention).logits.float().cpu().numpy()
+        if out is None:
+            out = np.empty((len(codes), logits.shape[1]), dtype=np.float32)
+        out[rows] = logits
+    return out if out is not None else np.empty((0, 0), dtype=np.float32)
 
 
 def score(spec: DatasetSpec, logits: np.ndarray, labels: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
@@ -241,12 +246,10 @@ def read_splits(tokenizer: Tokenizer, dataset_dir: str | Path, max_length: int) 
 
 
 def _batches(
-    split: Split, batch_size: int, rng: np.random.Generator, label_dtype: torch.dtype, device: torch.device
+    split: Split, batches: list[np.ndarray], label_dtype: torch.dtype, device: torch.device
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(input_ids, attention_mask, labels) of the whole split in a new random order, one padded batch at a time."""
-    order = rng.permutation(len(split.codes))
-    for i in range(0, len(order), batch_size):
-        rows = order[i : i + batch_size]
+    """(input_ids, attention_mask, labels) of each batch of rows, padded to its longest row."""
+    for rows in batches:
         input_ids, attention = pad_codes([split.codes[r] for r in rows], device)
         yield input_ids, attention, torch.as_tensor(split.labels[rows], device=device, dtype=label_dtype)
 
@@ -267,6 +270,7 @@ def train_epochs(
     steps_per_epoch = -(-len(splits["train"].codes) // spec.batch_size)
     schedule = get_linear_schedule_with_warmup(optimizer, spec.warmup_steps, steps_per_epoch * spec.epochs)
     label_dtype = torch.float32 if spec.task == "regression" else torch.long
+    train_lengths = token_lengths(splits["train"].codes)
     log.info(
         "%s seed %d: %d train / %d dev / %d test, %d epochs x %d steps at lr %g, %.2fM trainable parameters, %s",
         spec.dataset, seed, len(splits["train"].codes), len(splits["dev"].codes), len(splits["test"].codes),
@@ -277,8 +281,8 @@ def train_epochs(
     for epoch in range(1, spec.epochs + 1):
         model.train()
         losses = RunningLoss()
-        batches = _batches(splits["train"], spec.batch_size, rng, label_dtype, device)
-        for input_ids, attention, labels in tqdm(batches, total=steps_per_epoch, desc=f"{spec.dataset} epoch {epoch}", mininterval=10):
+        batches = training_batches(train_lengths, spec.batch_size, rng)
+        for input_ids, attention, labels in tqdm(_batches(splits["train"], batches, label_dtype, device), total=steps_per_epoch, desc=f"{spec.dataset} epoch {epoch}", mininterval=10):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
             loss.backward()
@@ -291,7 +295,14 @@ def train_epochs(
         )
         dev = splits["dev"]
         dev_metrics, _ = score(spec, predict_logits(model, dev.codes, options.eval_batch_size, device), dev.labels)
-        history.append({"epoch": epoch, "train_loss": train_loss, **{f"dev_{k}": v for k, v in dev_metrics.items()}})
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "train_padding": round(padding_fraction(train_lengths, batches), 4),
+                **{f"dev_{k}": v for k, v in dev_metrics.items()},
+            }
+        )
         log.info("epoch %d %s", epoch, history[-1])
         if best_state is None or dev_metrics[spec.metric] > best_score:
             best_score, best_epoch = dev_metrics[spec.metric], epoch
