@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from vqdna import VqdnaError
+from vqdna.genome import base_ids
 from vqdna.tokenizer.api import VQTokenizer, load_tokenizer, tokenizer_hash
 from vqdna.tokenizer.tokens import check_token_file, tokenize_windows
 from vqdna.tokenizer.vq import VQVAE, VQConfig
@@ -88,3 +90,67 @@ def test_a_token_file_is_checked_against_its_tokenizer(made):
     check_token_file(made["tokens"], tokenizer_hash(made["tokenizer"]))
     with pytest.raises(VqdnaError, match="made with tokenizer hash .* another tokenizer"):
         check_token_file(made["tokens"], "0" * 64)
+
+
+def _rewritten_windows(windows: Path, output: Path, rows_per_group: int, bad_row: int | None = None) -> Path:
+    """The windows file again with small row groups (and an invalid letter in ``bad_row``), schema and metadata kept."""
+    table = pq.read_table(windows)
+    if bad_row is not None:
+        sequences = table.column("sequence").to_pylist()
+        sequences[bad_row] = "X" + sequences[bad_row][1:]
+        table = table.set_column(table.schema.get_field_index("sequence"), "sequence", pa.array(sequences, pa.string()))
+    pq.write_table(table, output, row_group_size=rows_per_group)
+    return output
+
+
+def test_pipelined_codes_over_many_row_groups_equal_encode_ids_of_all_windows_at_once(made, tmp_path):
+    windows = _rewritten_windows(made["windows"], tmp_path / "small-groups.parquet", rows_per_group=13)
+    assert pq.ParquetFile(windows).num_row_groups >= 20  # several times the pipeline's depth
+    rows = tokenize_windows(made["tokenizer"], "tiny", windows, tmp_path / "tokens.parquet", batch_size=5, device="cpu")
+    sequences = pq.read_table(windows, columns=["sequence"]).column("sequence").to_pylist()
+    expected = load_tokenizer(made["tokenizer"], device="cpu").encode_ids(np.stack([base_ids(s) for s in sequences]))[0]
+    written = pq.read_table(tmp_path / "tokens.parquet")
+    assert rows == written.num_rows == len(sequences)
+    assert np.array_equal(np.array(written.column("codes_l1").to_pylist()), expected)
+    assert written.column("start").to_pylist() == pq.read_table(windows).column("start").to_pylist()
+    assert pq.read_table(made["tokens"]).to_pydict() == written.to_pydict()  # as from the windows' one row group
+    assert pq.read_schema(made["tokens"]).equals(written.schema, check_metadata=True)
+
+
+class _StageFailed(RuntimeError):
+    pass
+
+
+def _fail_on_call(function, call: int):
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(None)
+        if len(calls) == call:
+            raise _StageFailed(f"{function.__name__} failed on call {call}")
+        return function(*args, **kwargs)
+
+    return failing
+
+
+@pytest.mark.parametrize("stage", ["reader", "device step", "writer"])
+def test_a_failing_stage_raises_its_error_leaves_no_file_and_stops_every_thread(made, tmp_path, monkeypatch, stage):
+    bad_row = 150 if stage == "reader" else None  # row group 15 of ~28: the pipeline is full when it fails
+    windows = _rewritten_windows(made["windows"], tmp_path / "windows.parquet", rows_per_group=10, bad_row=bad_row)
+    expected = {"reader": (VqdnaError, "invalid character 'X'"), "device step": (_StageFailed, "encode_ids failed on call 9"),
+                "writer": (_StageFailed, "write_batch failed on call 6")}[stage]
+    if stage == "device step":
+        monkeypatch.setattr(VQTokenizer, "encode_ids", _fail_on_call(VQTokenizer.encode_ids, 9))
+    if stage == "writer":
+        monkeypatch.setattr(pq.ParquetWriter, "write_batch", _fail_on_call(pq.ParquetWriter.write_batch, 6))
+    threads_before = _threads_besides_tqdm_monitor()
+    output = tmp_path / "out" / "tokens.parquet"
+    with pytest.raises(expected[0], match=expected[1]):
+        tokenize_windows(made["tokenizer"], "tiny", windows, output, batch_size=4, device="cpu")
+    assert list(output.parent.iterdir()) == []  # neither the token file nor a temporary
+    assert _threads_besides_tqdm_monitor() == threads_before  # the reader and writer threads joined
+
+
+def _threads_besides_tqdm_monitor() -> list[str]:
+    """Live threads by name; tqdm's monitor comes and goes with progress bars on its own."""
+    return sorted(t.name for t in threading.enumerate() if t.name != "tqdm_monitor")
