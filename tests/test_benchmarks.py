@@ -40,6 +40,13 @@ SCRIPTS = {
         "results", "tokenizer", ["vq", "hrq", "bpe_64", "kmer6_overlapping", "kmer6_nonoverlapping", "char"],
         {"precision", "nucleotides", "nt_per_second", "seconds_median"}, data=("genomes/lambda_virus.fa",),
     ),
+    "padding": Expected(
+        "results", "data",
+        [f"{dataset}/{split}" for dataset, splits in (("prom_core_notata", "train dev test"), ("mouse_0", "train dev test"), ("EMP_H3", "dev test"))
+         for split in splits.split() for _ in range(2)] + ["pretraining_windows_512nt"] * 2,
+        {"tokenizer", "padding_shuffled", "padding_grouped", "padding_longest_first", "tokens_mean"},
+        data=("gue/prom/prom_core_notata/train.csv", "gue/mouse/0/train.csv", "gue/EMP/H3/dev.csv", "genomes/lambda_virus.fa"),
+    ),
     "pretrain_throughput": Expected("results", "model", ["vqdna", "bert"], {"tokens_per_second", "flops_per_token", "mfu", "params_matmul_N"}),
     "finetune_memory": Expected("results", "status", ["ok"], {"length_nt", "gradient_checkpointing", "peak_memory_gb", "step_seconds"}),
     "table7a_ablation": Expected(
