@@ -47,6 +47,10 @@ SCRIPTS = {
         {"tokenizer", "padding_shuffled", "padding_grouped", "padding_longest_first", "tokens_mean"},
         data=("gue/prom/prom_core_notata/train.csv", "gue/mouse/0/train.csv", "gue/EMP/H3/dev.csv", "genomes/lambda_virus.fa"),
     ),
+    "tokenize_overlap": Expected(
+        "results", "step_ms", [2.0, 20.0], {"busy_fraction", "busy_fraction_between_first_and_last_step", "wall_seconds", "mean_step_ms"},
+        data=("genomes/lambda_virus.fa",),
+    ),
     "pretrain_throughput": Expected("results", "model", ["vqdna", "bert"], {"tokens_per_second", "flops_per_token", "mfu", "params_matmul_N"}),
     "finetune_memory": Expected("results", "status", ["ok"], {"length_nt", "gradient_checkpointing", "peak_memory_gb", "step_seconds"}),
     "table7a_ablation": Expected(
