@@ -37,6 +37,7 @@ import jsonschema
 import yaml
 
 from vqdna import VqdnaError
+from vqdna.compiling import CompileSettings
 from vqdna.sources import check_scheme, is_local, parse_archive_source
 
 SPLITS = ("train", "dev", "test")
@@ -312,6 +313,7 @@ class Plan:
     kmer_settings: Mapping[str, Any]
     analysis_jobs: tuple[AnalysisJob, ...]
     analysis_settings: Mapping[str, Any]
+    compile: CompileSettings = CompileSettings()  # read by the jobs at run time from the environment, never a param
 
     @property
     def unverified_plain_downloads(self) -> list[str]:
@@ -570,6 +572,7 @@ def build_plan(config: Mapping[str, Any], schemas: Path) -> Plan:
         kmer_settings=_frozen(config["kmer_baseline"].get("settings", {})),
         analysis_jobs=_analysis_jobs(config["analysis"], tokenizers, datasets, set(rows)),
         analysis_settings=_frozen(config["analysis"].get("settings", {})),
+        compile=CompileSettings.from_config(config.get("compile")),
     )
 
 

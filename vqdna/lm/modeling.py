@@ -181,9 +181,10 @@ class VqdnaModel(VqdnaPreTrainedModel):
     ) -> BaseModelOutput:
         x = self.embeddings(input_ids, masked_positions)  # (B, L, H)
         rotary = self.rotary(x.shape[1], x.device)
-        # SDPA boolean mask: True = attend. None when nothing is padded keeps the fastest kernels.
+        # SDPA boolean mask: True = attend. None when nothing is padded keeps the fastest kernels. Compiled, the
+        # mask is used as given (checking it on the device would break the graph): callers pass None when unpadded.
         sdpa_mask = None
-        if attention_mask is not None and not bool(attention_mask.all()):
+        if attention_mask is not None and (torch.compiler.is_compiling() or not bool(attention_mask.all())):
             sdpa_mask = attention_mask.bool()[:, None, None, :]
         hidden_states = [x] if output_hidden_states else None
         for layer in self.layers:

@@ -39,6 +39,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from vqdna import VqdnaError
 from vqdna.artifacts import atomic_dir, write_csv, write_json
+from vqdna.compiling import compile_mode, torch_mode
 from vqdna.distributed import (
     all_gather_objects,
     all_reduce_sum,
@@ -418,11 +419,18 @@ class TrainingState:
     heldout_curve: list[dict] = field(default_factory=list)  # held-out masked-code accuracy per level, every eval_every steps
 
 
-def train_step(step_model: torch.nn.Module, run: PretrainConfig, codes: WindowCodes, step: int, process: Process) -> torch.Tensor:
+def train_step(
+    step_model: torch.nn.Module, run: PretrainConfig, codes: WindowCodes, step: int, process: Process, *, static_length: int | None = None
+) -> torch.Tensor:
     """Forward and backward of this rank's slice of the step's global batch.
 
     Returns (this rank's summed masked-token loss, the global masked count / world):
     all-reduced, their ratio is the global batch's mean loss.
+
+    ``static_length`` (a compiled ``step_model``): every micro-batch is padded to
+    that many tokens, so all have one shape (one compile; CUDA graphs can replay
+    it), and its attention mask is None when it has no padding (the mask the
+    eager model drops itself: a compiled graph cannot check it on the device).
     """
     rank, world, device = process.rank, process.world, process.device
     sample_index, rows = global_batch_indices(run.seed, step, run.batch_size, len(codes))
@@ -434,6 +442,11 @@ def train_step(step_model: torch.nn.Module, run: PretrainConfig, codes: WindowCo
         input_ids, masked, labels, attention = _masked_batch(
             codes, rows[part], sample_index[part], run.seed, step, run.mask_ratio, run.mask_span, device
         )
+        if static_length is not None:
+            input_ids, masked, labels, attention = _padded_batch(static_length, input_ids, masked, labels, attention)
+            if codes.lengths[rows[part]].min() >= static_length:  # nothing padded, known on the host
+                attention = None
+            torch.compiler.cudagraph_mark_step_begin()  # reduce-overhead: the previous replay's outputs are spent
         last = m == len(parts) - 1
         with contextlib.nullcontext() if last or world == 1 else step_model.no_sync():
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -442,6 +455,17 @@ def train_step(step_model: torch.nn.Module, run: PretrainConfig, codes: WindowCo
             (loss * share * world).backward()  # DDP averages over ranks: x world makes it the global mean
         loss_sum += loss.detach().float() * masked.sum()
     return torch.cat([loss_sum, torch.tensor([float(global_masked) / world], device=device)])
+
+
+def _padded_batch(
+    length: int, input_ids: torch.Tensor, masked: torch.Tensor, labels: torch.Tensor, attention: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch padded on the right to ``length`` tokens: code 0, never masked, never scored (-100), never attended."""
+    extra = length - input_ids.shape[1]
+    if extra <= 0:
+        return input_ids, masked, labels, attention
+    pad = torch.nn.functional.pad
+    return pad(input_ids, (0, 0, 0, extra)), pad(masked, (0, extra)), pad(labels, (0, 0, 0, extra), value=-100), pad(attention, (0, extra))
 
 
 def pretrain(
@@ -454,6 +478,7 @@ def pretrain(
     state_dir: str | Path | None = None,
     threads: int | None = None,
     device: str | None = None,
+    compile: str | None = None,
 ) -> dict:
     """Pretrain run ``name`` on ``token_files`` and save the final model with ``save_pretrained``.
 
@@ -461,8 +486,13 @@ def pretrain(
     rerun resumes from the newest complete one with a matching fingerprint, and
     the folder is removed once the final model is saved. SIGTERM saves a
     checkpoint at the end of the current step and stops with an error.
+
+    ``compile``: the torch.compile mode of the training step (None:
+    ``$VQDNA_COMPILE_PRETRAIN``, else "none"; :mod:`vqdna.compiling`). The saved
+    model and checkpoints are the uncompiled module's: the same keys either way.
     """
     run = PretrainConfig.from_settings(name, settings)
+    mode = compile_mode("pretrain", compile)
     rank, world = join_process_group()
     if run.batch_size % (world * run.grad_accum_steps):
         raise VqdnaError(
@@ -484,11 +514,12 @@ def pretrain(
         heldout = _heldout_sample(test_codes, run.heldout_windows, run.seed)
         if run.max_length:  # every window cut into max_length pieces: all of the corpus is read
             train_codes, heldout = train_codes.chunked(run.max_length), heldout.chunked(run.max_length)
-        return _pretrain(name, run, tokenizer, Corpus(train_codes, heldout), Path(output_dir), state, process)
+        return _pretrain(name, run, tokenizer, Corpus(train_codes, heldout), Path(output_dir), state, process, mode)
 
 
 def _pretrain(
-    name: str, run: PretrainConfig, tokenizer: VQTokenizer, corpus: Corpus, output_dir: Path, state: StateFolder | None, process: Process
+    name: str, run: PretrainConfig, tokenizer: VQTokenizer, corpus: Corpus, output_dir: Path, state: StateFolder | None, process: Process,
+    mode: str = "none",
 ) -> dict:
     """The run once its corpus is mapped: start or resume, train, then (rank 0) measure and save the model."""
     training, resumed_from = _start_training(name, run, tokenizer, state, process)
@@ -498,7 +529,7 @@ def _pretrain(
         process.rank, process.world, process.device,
     )
     started = time.time()
-    _train(name, run, training, corpus, state, process)
+    compiled = _train(name, run, training, corpus, state, process, mode)
     if run.steps == 0:  # the random-init control: its curve is one point, the untrained model's
         _measure_heldout(run, training, corpus, process)
 
@@ -521,6 +552,8 @@ def _pretrain(
             "budget": training_budget(run, training.model, corpus.train),
             "run_config": asdict(run),
         }
+        if compiled is not None:  # only when compiled: an eager run's metrics.json is as it always was
+            result["compile"] = compiled
         with atomic_dir(output_dir) as tmp:
             training.model.save_pretrained(tmp)
             write_json(tmp / "metrics.json", result)
@@ -612,17 +645,41 @@ def _start_training(
     return training, None if found is None else str(found)
 
 
-def _train(name: str, run: PretrainConfig, training: TrainingState, corpus: Corpus, state: StateFolder | None, process: Process) -> None:
-    """Steps from the one after ``training.step`` to ``run.steps``, logging, measuring and checkpointing on the way."""
+def _train(
+    name: str, run: PretrainConfig, training: TrainingState, corpus: Corpus, state: StateFolder | None, process: Process, mode: str = "none"
+) -> dict | None:
+    """Steps from the one after ``training.step`` to ``run.steps``, logging, measuring and checkpointing on the way.
+
+    ``mode`` other than "none": the step runs compiled (the DDP wrapper, if any, inside the compiled module, as
+    torch recommends); ``training.model`` stays the eager module that is measured, checkpointed and saved.
+    Returns, when compiled, the mode and the first step's seconds (its compile), else None.
+    """
     model, optimizer, schedule, codes = training.model, training.optimizer, training.schedule, corpus.train
     device = process.device
     step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if process.world > 1 else model
+    static_length, compiled = None, None
+    if mode != "none":
+        # dynamic=False with every batch padded to the longest sequence: one shape, one compile (two when some
+        # batches have padding and others none); any other recompile is logged by torch.
+        step_model = torch.compile(step_model, mode=torch_mode(mode, device.type), dynamic=False)
+        static_length = int(codes.lengths.max())
+        torch._logging.set_logs(recompiles=True)
+        compiled = {"mode": mode, "static_length": static_length}
     trainable = _trainable(model)
     started = time.time()
+    first_step, first_done = None, 0.0
     with StopRequested(enabled=state is not None) as stop:
         for step in tqdm(range(training.step + 1, run.steps + 1), desc=f"pretrain {name}", mininterval=10, disable=process.rank > 0):
-            loss_sum, count = train_step(step_model, run, codes, step, process).split(1)  # backward included
+            step_started = time.perf_counter()
+            loss_sum, count = train_step(step_model, run, codes, step, process, static_length=static_length).split(1)  # backward included
             optimizer_step(optimizer, schedule, trainable)
+            if compiled is not None and "first_step_seconds" not in compiled:
+                first_step, first_done = step, time.perf_counter()
+                compiled["first_step_seconds"] = round(first_done - step_started, 3)
+                log.info(
+                    "run %s: torch.compile (%s) first step %.1f s (compiling and one step; batches padded to %d tokens)",
+                    name, mode, compiled["first_step_seconds"], static_length,
+                )
             training.step = step
             # The logged loss is the logged step's (a global batch is large enough), read once per
             # interval: a resumed run then logs exactly what an uninterrupted one would.
@@ -640,6 +697,13 @@ def _train(name: str, run: PretrainConfig, training: TrainingState, corpus: Corp
                 _checkpoint(state, training, process)
             if stopping:
                 raise VqdnaError(f"runs.{name}: stopped by SIGTERM after step {step}; checkpoint saved in {state.path}, rerun to continue")
+    if compiled is not None and "first_step_seconds" in compiled:
+        later = run.steps - (first_step or run.steps)
+        compiled["later_steps"] = later
+        if later:  # the steps after the compile, checkpoints and held-out measurements included
+            compiled["later_step_seconds"] = round((time.perf_counter() - first_done) / later, 4)
+            log.info("run %s: compiled steps after the first: %.4f s each", name, compiled["later_step_seconds"])
+    return compiled
 
 
 def _move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device) -> None:

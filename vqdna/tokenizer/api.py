@@ -24,9 +24,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vqdna import VqdnaError, __version__
+from vqdna.compiling import compile_mode
 from vqdna.genome import base_ids, bases_from_ids
 from vqdna.runtime import best_device
 from vqdna.tokenizer.baselines import BASELINE_TYPES, BaselineTokenizer, BPETokenizer
+from vqdna.tokenizer.compiled import CompiledCall
 from vqdna.tokenizer.convnext import NUM_BASES
 from vqdna.tokenizer.folder import CONFIG_FILE, WEIGHTS_FILE, tokenizer_hash
 from vqdna.tokenizer.hrq import HRQ, HRQConfig
@@ -78,11 +80,22 @@ def _load_weights(model: torch.nn.Module, path: Path) -> None:
 class VQTokenizer:
     """A learned VQ-VAE or HRQ tokenizer: one code per nucleotide and level."""
 
-    def __init__(self, model: VQVAE, *, hash: str | None = None, device: torch.device | str | None = None):
+    def __init__(
+        self, model: VQVAE, *, hash: str | None = None, device: torch.device | str | None = None, compile: str | None = None
+    ):
+        """``compile``: the torch.compile mode of the encoder (None: ``$VQDNA_COMPILE_TOKENIZER``, else "none")."""
         self.device = torch.device(device) if device is not None else best_device()
         self.model = model.to(self.device).eval()
         self.config = model.config
         self.hash = hash
+        self.compile_mode = compile_mode("tokenizer", compile)
+        if self.compile_mode != "none":
+            # encode_ids calls self.model.encode: this instance's encode becomes the compiled one (compiled
+            # lazily, at the first batch). Rows are independent (LayerNorm, per-position convolutions and
+            # code search), so a short last batch is padded to the full batch and reuses the compiled graph.
+            self.model.encode = CompiledCall(
+                model.encode, self.compile_mode, self.device.type, f"tokenizer {self.config.type} encode", pad_batch=True
+            )
 
     @property
     def level_sizes(self) -> list[int]:

@@ -33,15 +33,18 @@ ENV = "../../envs/vqdna.yaml"
 # Every rule calls `python -m vqdna`. It reaches the package through the
 # workflow's folder, so it also runs in conda envs that carry only the
 # dependencies (Snakemake copies env files elsewhere, which breaks a relative
-# `pip: -e .`). The mirror is exported here, read at run time and not a
-# param: switching it reruns nothing. A prefix is not part of a rule's code,
-# so moving the repository reruns nothing either.
+# `pip: -e .`). The mirror and the compile modes (only those set: at the
+# defaults the prefix is as before) are exported here, read at run time and
+# not params: switching them reruns nothing. A prefix is not part of a rule's
+# code, so moving the repository reruns nothing either.
 _shell_prefix = [
     # (a prefix is formatted like a shell command: doubled braces stay literal)
     f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}};",
 ]
 if PLAN.mirror:
     _shell_prefix.append(f"export VQDNA_MIRROR={shlex.quote(PLAN.mirror)};")
+for _variable, _mode in PLAN.compile.environment().items():
+    _shell_prefix.append(f"export {_variable}={shlex.quote(_mode)};")
 shell.prefix(f"{' '.join(_shell_prefix)} ")
 
 
