@@ -28,13 +28,19 @@ Sections:
   step time, and from it the stage's GPU-hours), then encoding 512-nt windows
   in fp32 and bf16: nt/s, the fraction of codes bf16 and fp32 agree on, and
   the fraction of the spec-sheet dense bf16 peak reached (the project's FLOPs
-  per nt x nt/s / peak), with the measured matmul peak beside it.
+  per nt x nt/s / peak), with the measured matmul peak beside it; then the
+  encoder compiled (``compile: tokenizer: reduce-overhead``): compile seconds,
+  eager against compiled nt/s, code agreement, and whether the compile pays
+  for one human genome (with ``--smoke``: the VQ-VAE only, the smallest size).
 - ``pretrain``: the paper-size encoder (BERT-base shape) at 512 tokens in bf16,
   at the per-GPU micro-batch of ``config/reproduce.yaml``: tokens/s and MFU of
   ``VqdnaForMaskedLM`` beside transformers' ``BertForMaskedLM`` of the same
   shape and attention kernel (SDPA; whether the flash kernel serves each is
   checked), and the step as ``vqdna pretrain`` takes it (masks drawn on the
-  host) beside the bare model step.
+  host) beside the bare model step; then that step compiled (``compile:
+  pretrain: reduce-overhead``): compile seconds, eager against compiled step,
+  and whether the compile pays over the config's steps (not with ``--smoke``:
+  the encode section's compile covers the code path on the CPU).
 - ``finetune``: LoRA fine-tuning of that encoder: step time and peak memory at
   1k, 8k and 32k nt, then 250k nt if its predicted step fits the time left.
 
@@ -330,6 +336,27 @@ def section_smoke(section: Section) -> None:
     section.data["peak_device_memory_gb"] = device_memory_gb(device)
 
 
+# -- compile: does it pay? -----------------------------------------------------------------------------------
+
+
+def compile_verdict(compile_seconds: float, eager_seconds: float, compiled_seconds: float, units_per_call: float, job_units: float,
+                    unit: str, job: str) -> dict:
+    """Compile seconds against the time a compiled job saves: gain per call x calls in ``job_units`` of work."""
+    saved_per_call = eager_seconds - compiled_seconds
+    verdict = {"compile_seconds": round(compile_seconds, 2), "eager_seconds_per_call": round(eager_seconds, 5),
+               "compiled_seconds_per_call": round(compiled_seconds, 5), "speedup": round(eager_seconds / compiled_seconds, 3),
+               f"{unit}_per_call": units_per_call, "job": job}
+    if saved_per_call <= 0:
+        verdict.update(break_even=None, pays=False, why="compiled is not faster than eager here")
+        return verdict
+    calls = job_units / units_per_call
+    saved = calls * saved_per_call
+    verdict.update(break_even=f"{compile_seconds / saved_per_call * units_per_call:,.0f} {unit}", job_seconds_saved=round(saved, 1),
+                   pays=saved > compile_seconds,
+                   why=f"saves {saved:,.0f} s against {compile_seconds:.0f} s of compile")
+    return verdict
+
+
 # -- section: encode -----------------------------------------------------------------------------------------
 
 
@@ -450,6 +477,43 @@ def section_encode(section: Section) -> None:
             reference, pipeline = codes.values()
             record["bf16_fp32_code_agreement_per_level"] = [round(float((a == b).mean()), 6) for a, b in zip(reference, pipeline)]
         record["peak_device_memory_gb"] = device_memory_gb(device)
+        section.save()
+        # 3. the encoder compiled, as `compile: tokenizer: reduce-overhead` runs it (on the CPU: inductor, no CUDA
+        # graphs). With --smoke once, for the VQ-VAE at this size: a cold inductor compile is tens of seconds on 2 cores.
+        if smoke and name != "vq":
+            record["compile"] = {"status": "skipped with --smoke: the VQ-VAE's compile covers the code path"}
+        elif section.left() < (30 if cuda else 60):
+            record["compile"] = {"status": "skipped: too little of the section's time left for a compile"}
+        else:
+            from vqdna.tokenizer.compiled import CompiledCall
+
+            mode = "reduce-overhead" if cuda else "default"
+            batch_size = 1024 if cuda else 256
+            batches = [ids_on_device[i : i + batch_size] for i in range(0, len(ids_on_device), batch_size)]
+            compiled = CompiledCall(tokenizer.model.encode, mode, device.split(":")[0], f"gpu_check {name} encode", pad_batch=True)
+
+            @torch.no_grad()
+            def encode_with(encode, batch):
+                with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=cuda):
+                    return encode(onehot(batch))
+
+            encode_with(compiled, batches[0])  # compiles (and records the CUDA graph)
+            outputs: dict = {}
+
+            def one_pass(encode, key) -> None:
+                outputs[key] = [encode_with(encode, b) for b in batches]
+
+            # tokenizer.model.encode is the eager one (the mode is not set here: CompiledCall wraps, not replaces, it)
+            eager_seconds = statistics.median(timed(lambda: one_pass(tokenizer.model.encode, "eager"), device, 2))
+            compiled_seconds = statistics.median(timed(lambda: one_pass(compiled, "compiled"), device, 2))
+            agreement = [round(float(np.mean([(a[level] == b[level]).float().mean().item() for a, b in zip(outputs["eager"], outputs["compiled"])])), 6)
+                         for level in range(tokenizer.num_levels)]
+            record["compile"] = {
+                "status": "ok", "mode": mode, "batch_size": batch_size, "shapes_compiled": [list(s[0]) for s in compiled.shapes],
+                "eager_nt_per_second": round(nucleotides / eager_seconds), "compiled_nt_per_second": round(nucleotides / compiled_seconds),
+                "code_agreement_per_level": agreement,
+                **compile_verdict(compiled.compile_seconds, eager_seconds, compiled_seconds, nucleotides, 3.1e9, "nt", "one human genome (3.1e9 nt)"),
+            }
         section.save()
 
 
@@ -588,6 +652,37 @@ def section_pretrain(section: Section) -> None:
         }
         if ctx.spec_tflops:
             section.data["pipeline_step"]["mfu_spec"] = round(ours["flops_per_token"] * tokens / median / (ctx.spec_tflops * 1e12), 4)
+        section.save()
+        # The same step compiled, as `compile: pretrain: reduce-overhead` runs it: every batch one static shape.
+        if smoke:
+            section.data["compile"] = {"status": "skipped with --smoke: the encode section's compile covers the code path on the CPU"}
+        elif section.left() < 25:
+            section.data["compile"] = {"status": "skipped: too little of the section's time left for a compile"}
+        else:
+            mode = "reduce-overhead" if cuda else "default"
+            from vqdna.compiling import torch_mode
+
+            step_model = torch.compile(model, mode=torch_mode(mode, device.split(":")[0]), dynamic=False)
+            compiled_seconds = []
+            for step in range(1, warmup + steps + 2):
+                if step > 2 and section.left() < 3:
+                    break
+                synchronize(device)
+                started = time.perf_counter()
+                optimizer.zero_grad(set_to_none=True)
+                train_step(step_model, config, corpus, step, Process(rank=0, world=1, device=torch.device(device)), static_length=shape.length)
+                torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+                optimizer.step()
+                synchronize(device)
+                compiled_seconds.append(time.perf_counter() - started)
+            compiled_median = statistics.median(compiled_seconds[1:])
+            section.data["compile"] = {
+                "status": "ok", "mode": mode, "first_step_seconds": round(compiled_seconds[0], 2),
+                "step_seconds": [round(s, 4) for s in compiled_seconds[1:]], "eager_tokens_per_second": round(tokens / median),
+                "compiled_tokens_per_second": round(tokens / compiled_median),
+                **compile_verdict(compiled_seconds[0] - compiled_median, median, compiled_median, 1, run["steps"], "steps",
+                                  f"runs.vq_bert's {run['steps']:,} steps (per GPU)"),
+            }
         section.save()
 
 
@@ -774,6 +869,18 @@ def _fmt(value, digits: int = 3) -> str:
     return str(value)
 
 
+def compile_line(what: str, data: dict | None, rate: str) -> str:
+    """One sentence: compiled against eager, the compile's seconds, and whether it pays."""
+    if not data:
+        return f"{what} compiled: not measured."
+    if data.get("status") != "ok":
+        return f"{what} compiled: {data.get('status')}."
+    key = "nt_per_second" if rate == "nt/s" else "tokens_per_second"
+    return (f"{what} compiled ({data['mode']}): {_fmt(data[f'compiled_{key}'])} {rate} against {_fmt(data[f'eager_{key}'])} eager "
+            f"(x{_fmt(data['speedup'])}), {_fmt(data['compile_seconds'])} s to compile; pays for {data['job']}: "
+            f"{'yes' if data['pays'] else 'no'} ({data['why']}).")
+
+
 def markdown(result: dict) -> str:
     """The JSON as a page a person reads: one table per section."""
     pre = result.get("preflight", {})
@@ -802,6 +909,8 @@ def markdown(result: dict) -> str:
                 lines.append(f"| {record['tokenizer']} | {row['precision']} | {row['path']} | {row['batch_size']} | {_fmt(row['nt_per_second'])} | "
                              f"{_fmt(row['achieved_tflops'])} | {_fmt(row.get('fraction_of_spec_peak'))} | {_fmt(row.get('fraction_of_measured_peak'))} |")
         for record in sections["encode"].get("tokenizers", []):
+            lines.append(compile_line(f"{record['tokenizer']} encoder", record.get("compile"), "nt/s"))
+        for record in sections["encode"].get("tokenizers", []):
             training = record.get("training", {})
             lines.append(f"\n{record['tokenizer']}: bf16/fp32 code agreement per level {record.get('bf16_fp32_code_agreement_per_level', '–')}; "
                          f"training step {_fmt(training.get('step_seconds'))} s at batch {training.get('batch_size', '–')} "
@@ -818,6 +927,8 @@ def markdown(result: dict) -> str:
             p = data["pipeline_step"]
             lines.append(f"\n`vqdna pretrain`'s own step (host-side masks): {_fmt(p['tokens_per_second'])} tokens/s, "
                          f"{_fmt(p['over_model_step'])} of the bare model step's rate; MFU (spec) {_fmt(p.get('mfu_spec'))}.")
+        if "compile" in data:
+            lines.append("\n" + compile_line("`vqdna pretrain`'s step", data["compile"], "tokens/s"))
         if "flash_attention" in data:
             lines.append(f"\nFlash attention serves: {json.dumps(data['flash_attention'])}")
         lines.append("")

@@ -101,6 +101,17 @@ def test_encode_pretrain_and_finetune_sections_measure_what_they_name(smoke):
     assert "predicted_step_seconds" in lengths[-1]  # the longest length is run only when its predicted step fits
 
 
+def test_smoke_compiles_the_vq_encoder_once_and_says_whether_the_compile_pays(smoke):
+    _, report, outdir = smoke
+    vq, hrq = report["sections"]["encode"]["tokenizers"]
+    assert vq["compile"]["status"] == "ok" and vq["compile"]["compile_seconds"] > 0 and vq["compile"]["shapes_compiled"] == [[16, 512, 5]]
+    assert vq["compile"]["code_agreement_per_level"] == [1.0]  # fp32 on the CPU: the compiled encoder's codes are eager's
+    assert isinstance(vq["compile"]["pays"], bool) and vq["compile"]["eager_nt_per_second"] > 0
+    assert hrq["compile"]["status"].startswith("skipped with --smoke")  # one compile in CI, not three
+    assert report["sections"]["pretrain"]["compile"]["status"].startswith("skipped with --smoke")
+    assert "vq encoder compiled (default)" in (outdir / "gpu_check.md").read_text()
+
+
 def test_smoke_report_names_the_machine_and_what_one_gpu_cannot_check(smoke):
     _, report, outdir = smoke
     machine = report["preflight"]["machine"]
