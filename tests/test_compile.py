@@ -102,18 +102,19 @@ def test_compiled_training_step_gives_eager_logits_loss_and_gradients_on_padded_
     """Windows of 10-23 tokens: eager pads each batch to its longest, compiled to the corpus's longest (23)."""
     rng = np.random.default_rng(0)
     run = PretrainConfig(tokenizer="t", encoder=ENCODER, batch_size=4, mask_ratio=0.25)
-    _, step_rows = global_batch_indices(run.seed, 1, run.batch_size, 16)
     lengths = rng.integers(10, 23, 16)
-    lengths[np.setdiff1d(np.arange(16), step_rows)[0]] = 23  # the longest window is not in step 1's batch
-    assert lengths[step_rows].max() < 23  # so the compiled step really pads beyond what eager pads
+    lengths[0] = 23
     corpus = Codes(rng.integers(0, 16, (16, 23, 1)).astype(np.uint16), lengths)
+    step = next(s for s in range(1, 5) if 0 not in global_batch_indices(run.seed, s, run.batch_size, corpus)[1])
+    _, step_rows = global_batch_indices(run.seed, step, run.batch_size, corpus)  # the longest window is not in this batch
+    assert lengths[step_rows].max() < 23  # so the compiled step really pads beyond what eager pads
     torch.manual_seed(0)
     eager = VqdnaForMaskedLM(VqdnaConfig(vocab_sizes=[16], **ENCODER))
     twin = copy.deepcopy(eager)
     compiled = torch.compile(twin, dynamic=False)
 
-    eager_loss = train_step(eager, run, corpus, 1, CPU)
-    compiled_loss = train_step(compiled, run, corpus, 1, CPU, static_length=23)
+    eager_loss = train_step(eager, run, corpus, step, CPU)
+    compiled_loss = train_step(compiled, run, corpus, step, CPU, static_length=23)
     torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-5, atol=1e-6)
     for (name, a), b in zip(eager.named_parameters(), twin.parameters(), strict=True):
         if a.grad is not None:

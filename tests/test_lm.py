@@ -22,6 +22,8 @@ from vqdna.lm.modeling import (
     VqdnaForSequenceClassification,
     VqdnaModel,
 )
+from vqdna.batching import padding_fraction
+from vqdna.lm.corpus import Codes
 from vqdna.lm.pretrain import global_batch_indices, mask_positions, pretrain
 from vqdna.tokenizer.api import load_tokenizer, tokenizer_hash
 
@@ -212,10 +214,17 @@ def test_span_one_is_the_papers_independent_positions():
     assert np.array_equal(mask_positions(1, 3, np.arange(2), 100, 0.25, lengths, span=1), mask_positions(1, 3, np.arange(2), 100, 0.25, lengths))
 
 
-def test_global_batch_indices_read_every_window_once_per_epoch():
-    for num_windows, batch_size in ((12, 4), (10, 4), (7, 3)):
+def _corpus(lengths: np.ndarray) -> Codes:
+    return Codes(np.zeros((len(lengths), int(lengths.max()), 1), dtype=np.uint16), lengths)
+
+
+@pytest.mark.parametrize("varying", [False, True], ids=["equal-lengths", "varying-lengths"])
+def test_global_batch_indices_read_every_window_once_per_epoch(varying):
+    for num_windows, batch_size in ((12, 4), (10, 4), (7, 3), (130, 8)):
+        lengths = np.random.default_rng(num_windows).integers(5, 40, num_windows) if varying else np.full(num_windows, 9)
+        codes = _corpus(lengths)
         steps = -(-2 * num_windows // batch_size) + 1
-        batches = [global_batch_indices(5, step, batch_size, num_windows) for step in range(1, steps + 1)]
+        batches = [global_batch_indices(5, step, batch_size, codes) for step in range(1, steps + 1)]
         sample_index = np.concatenate([b[0] for b in batches])
         windows = np.concatenate([b[1] for b in batches])
         assert np.array_equal(sample_index, np.arange(len(sample_index)))  # consecutive global indices
@@ -223,8 +232,30 @@ def test_global_batch_indices_read_every_window_once_per_epoch():
             seen = windows[epoch * num_windows : (epoch + 1) * num_windows]
             assert sorted(seen.tolist()) == list(range(num_windows))
         assert not np.array_equal(windows[:num_windows], windows[num_windows : 2 * num_windows])
-        again = [global_batch_indices(5, step, batch_size, num_windows) for step in range(1, steps + 1)]
+        again = [global_batch_indices(5, step, batch_size, _corpus(lengths)) for step in range(1, steps + 1)]
         assert all(np.array_equal(a, b) for a, b in zip(batches, again))
+
+
+def test_equal_lengths_are_read_in_the_plain_permutation_of_each_epoch():
+    codes = _corpus(np.full(10, 9))
+    windows = np.concatenate([global_batch_indices(5, step, 4, codes)[1] for step in range(1, 6)])
+    assert np.array_equal(windows[:10], np.random.default_rng([5, 0]).permutation(10))
+    assert np.array_equal(windows[10:20], np.random.default_rng([5, 1]).permutation(10))
+
+
+def test_varying_lengths_are_read_in_length_grouped_batches_aligned_with_the_steps():
+    """Window counts that are no multiple of the batch: each epoch starts mid-step, and still every later step is one group."""
+    lengths = np.clip(np.random.default_rng(0).normal(100, 10, 1003).round(), 1, None).astype(np.int64)
+    codes, batch_size = _corpus(lengths), 32
+    steps = range(1, 3 * 1003 // batch_size)
+    rows = [global_batch_indices(3, step, batch_size, codes)[1] for step in steps]
+    shuffled = [np.random.default_rng(step).choice(1003, batch_size, replace=False) for step in steps]
+    assert padding_fraction(lengths, shuffled) > 0.05
+    assert padding_fraction(lengths, rows) < 0.25 * padding_fraction(lengths, shuffled)
+    # only the step that crosses an epoch's end mixes two epochs' groups; every other step is one group
+    crossing = [(step - 1) * batch_size // 1003 != (step * batch_size - 1) // 1003 for step in steps]
+    within = [r for r, crosses in zip(rows, crossing) if not crosses]
+    assert sum(crossing) == 2 and padding_fraction(lengths, within) < 0.02
 
 
 # -- stage 2 end to end ------------------------------------------------------------------------------

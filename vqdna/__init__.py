@@ -13,7 +13,7 @@ STAGE_VERSIONS = {
     "train_tokenizer": 3,
     "evaluate_tokenizer": 2,
     "tokenize_genome": 1,
-    "pretrain_mlm": 2,
+    "pretrain_mlm": 3,
     "prepare_dataset": 2,
     "tokenize_dataset": 1,
     "finetune": 2,

@@ -51,7 +51,7 @@ class WindowCodes(Protocol):
         """(len(rows), longest of them, levels) codes, 0 after each window's end."""
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: pretraining caches each epoch's order per corpus
 class Codes:
     """Token codes of windows, padded: ``values`` (windows, longest, levels), ``lengths`` (windows,)."""
 
@@ -81,7 +81,7 @@ class Codes:
         return Codes(np.concatenate(pieces), np.concatenate(lengths))
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity, as Codes
 class MappedCodes:
     """Windows (or pieces of windows) read from one flat ``tokens`` array; a :class:`WindowCodes`."""
 
