@@ -238,7 +238,7 @@ def main() -> None:
     machine["load_average_1_5_15_at_end"] = [round(x, 2) for x in os.getloadavg()]
     result = {
         "machine": machine,
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "settings": {k: (v.name if isinstance(v, Path) else v) for k, v in vars(args).items()},  # file names: no machine paths
         "genome": args.fasta.name,
         "window_length": WINDOW_LENGTH,
         "windows": len(codes),
