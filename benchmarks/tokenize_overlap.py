@@ -134,7 +134,7 @@ def measure_host_path(windows: Path, codes, batch_size: int, work: Path, repeat:
     import pyarrow.parquet as pq
 
     from vqdna.artifacts import iter_row_groups, tokens_schema
-    from vqdna.tokenizer.tokens import _KEY_COLUMNS, _ROWS_PER_GROUP, _code_columns, _prepare
+    from vqdna.tokenizer.tokens import KEY_COLUMNS, ROWS_PER_GROUP, code_columns, prepare_ids
 
     tokenizer = fixed_time_tokenizer(codes, 512, 0.0)
     schema = tokens_schema(tokenizer.level_sizes, with_token_starts=False)
@@ -143,12 +143,12 @@ def measure_host_path(windows: Path, codes, batch_size: int, work: Path, repeat:
     for _ in range(repeat):
         batches, row, read, build = [], 0, 0.0, 0.0
         started = time.perf_counter()
-        for batch in iter_row_groups(source, columns=_KEY_COLUMNS + ["sequence"]):
-            ids = _prepare(tokenizer, batch.column("sequence").to_pylist())
+        for batch in iter_row_groups(source, columns=KEY_COLUMNS + ["sequence"]):
+            ids = prepare_ids(tokenizer, batch.column("sequence").to_pylist())
             read += time.perf_counter() - started
             started = time.perf_counter()
             encoded = [[codes[row + i : row + min(i + batch_size, len(ids))]] for i in range(0, len(ids), batch_size)]
-            columns = [batch.column(name) for name in _KEY_COLUMNS] + _code_columns(tokenizer, encoded)
+            columns = [batch.column(name) for name in KEY_COLUMNS] + code_columns(tokenizer, encoded)
             batches.append(pa.RecordBatch.from_arrays(columns, schema=schema))
             row += len(ids)
             build += time.perf_counter() - started
@@ -173,7 +173,7 @@ def measure_host_path(windows: Path, codes, batch_size: int, work: Path, repeat:
             started = time.perf_counter()
             writer = pq.ParquetWriter(path, schema, **options)
             for batch in batches:
-                writer.write_batch(batch, row_group_size=_ROWS_PER_GROUP)
+                writer.write_batch(batch, row_group_size=ROWS_PER_GROUP)
             writer.close()
             times.append(time.perf_counter() - started)
         metadata = pq.ParquetFile(path).metadata

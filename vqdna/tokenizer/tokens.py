@@ -30,8 +30,8 @@ from vqdna.genome import base_ids
 from vqdna.runtime import check_tokenizer_hash
 from vqdna.tokenizer.api import VQTokenizer, load_tokenizer
 
-_KEY_COLUMNS = [f.name for f in WINDOW_KEY_FIELDS]
-_ROWS_PER_GROUP = 8192
+KEY_COLUMNS = [f.name for f in WINDOW_KEY_FIELDS]
+ROWS_PER_GROUP = 8192
 _AHEAD = 2  # row groups read ahead of the device step, and queued behind it for the writer
 
 
@@ -49,7 +49,7 @@ def _ragged_column(arrays: list[np.ndarray], value_type: pa.DataType) -> pa.List
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.astype(value_type.to_pandas_dtype())))
 
 
-def _prepare(tokenizer, sequences: list[str]):
+def prepare_ids(tokenizer, sequences: list[str]):
     """Reader stage: what the device step takes. Learned tokenizers: base ids (N, L), pinned for a CUDA device."""
     if not isinstance(tokenizer, VQTokenizer):
         return sequences
@@ -64,7 +64,7 @@ def _encode(tokenizer, prepared, batch_size: int) -> list:
     return [tokenizer.encode_ids(prepared[i : i + batch_size]) for i in range(0, len(prepared), batch_size)]
 
 
-def _code_columns(tokenizer, encoded: list) -> list[pa.ListArray]:
+def code_columns(tokenizer, encoded: list) -> list[pa.ListArray]:
     """Writer stage. Learned tokenizers: one code per nucleotide and level. Baselines: ids + token_starts."""
     if isinstance(tokenizer, VQTokenizer):
         return [_list_column(np.concatenate([p[level] for p in encoded]), size) for level, size in enumerate(tokenizer.level_sizes)]
@@ -123,15 +123,15 @@ def write_token_file(tokenizer, tokenizer_name: str, windows_path: str | Path, o
         windows=windows_meta.get("vqdna.windows", ""),
     )
     source = pq.ParquetFile(windows_path)
-    batches = iter_row_groups(source, columns=_KEY_COLUMNS + ["sequence"])
+    batches = iter_row_groups(source, columns=KEY_COLUMNS + ["sequence"])
 
     def read():  # reader thread; the one-worker pool keeps the calls of next() in order on one thread
         batch = next(batches, None)
-        return None if batch is None else (batch, _prepare(tokenizer, batch.column("sequence").to_pylist()))
+        return None if batch is None else (batch, prepare_ids(tokenizer, batch.column("sequence").to_pylist()))
 
     def write(batch: pa.RecordBatch, encoded: list) -> None:  # writer thread, row groups in order
-        columns = [batch.column(name) for name in _KEY_COLUMNS] + _code_columns(tokenizer, encoded)
-        writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=schema), row_group_size=_ROWS_PER_GROUP)
+        columns = [batch.column(name) for name in KEY_COLUMNS] + code_columns(tokenizer, encoded)
+        writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=schema), row_group_size=ROWS_PER_GROUP)
         _release_free_memory()
 
     rows = 0
