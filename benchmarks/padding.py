@@ -7,12 +7,14 @@ BPE and k-mer give a varying number of tokens per sequence, and every batch is
 padded to its longest row. Per GUE dataset (train split at its batch size, and
 dev/test at the evaluation batch size) and per tokenizer this measures the share
 of token slots that are padding with the plain shuffled batches of old and with
-the batches fine-tuning draws now (vqdna.batching). It also measures the
-pretraining batches of windows (512 nt, global batch 256), which are drawn as
-a plain shuffle: this says whether they need grouping too.
+the length-grouped batches fine-tuning and pretraining draw now
+(vqdna.batching); the same for pretraining batches of genome windows (512 nt,
+global batch 256).
 
 BPE is trained on windows of E. coli K-12, lambda and the human chr22 slice
-(``--bpe-windows`` of them), as the pipeline's bpe4096 tokenizer would be.
+(``--bpe-windows`` of them), as the pipeline's bpe4096 tokenizer would be; the
+windows are cut by the pipeline's own fetch + windowing (its defaults: 512 nt,
+step 512, one strand).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 import csv
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -40,23 +43,32 @@ def _sequences(path: Path, rows: int | None) -> list[str]:
     return sequences[:rows] if rows else sequences
 
 
-def _genome_windows(length: int, count: int, seed: int = 0) -> list[str]:
-    from vqdna.genome import read_fasta
+def _genome_windows(work: Path) -> list[str]:
+    """Every 512-nt window of the three genomes (all splits), cut by the pipeline's own fetch + windowing."""
+    import pyarrow.parquet as pq
+
+    from vqdna.download import fetch_genome
+    from vqdna.windows import WindowSettings, write_windows
 
     windows = []
     for relative in GENOMES:
-        for record in read_fasta(DATA / relative):
-            sequence = record.sequence.upper()
-            windows += [sequence[i : i + length] for i in range(0, len(sequence) - length + 1, length)]
+        name = Path(relative).name.split(".")[0]
+        fetch_genome(name, str(DATA / relative), work / f"{name}.fa.gz")
+        write_windows(work / f"{name}.fa.gz", work / f"{name}.parquet", name, WindowSettings(length=512))
+        windows += pq.read_table(work / f"{name}.parquet", columns=["sequence"]).column("sequence").to_pylist()
+    return windows
+
+
+def _sample(windows: list[str], count: int, seed: int) -> list[str]:
     keep = np.random.default_rng(seed).choice(len(windows), min(count, len(windows)), replace=False)
     return [windows[i] for i in np.sort(keep)]
 
 
-def _tokenizers(bpe_vocab: int, bpe_windows: int) -> dict:
+def _tokenizers(bpe_vocab: int, train_windows: list[str]) -> dict:
     from vqdna.tokenizer.baselines import BPEConfig, BPETokenizer, KmerConfig, KmerTokenizer
 
     return {
-        f"bpe{bpe_vocab}": BPETokenizer.train(BPEConfig(vocab_size=bpe_vocab), _genome_windows(512, bpe_windows)),
+        f"bpe{bpe_vocab}": BPETokenizer.train(BPEConfig(vocab_size=bpe_vocab), train_windows),
         "kmer6": KmerTokenizer(KmerConfig(k=6, overlapping=False)),
     }
 
@@ -91,7 +103,9 @@ def main() -> None:
     args = parse_args(parser, SMOKE)
     from vqdna.batching import token_lengths
 
-    tokenizers = _tokenizers(args.bpe_vocab, args.bpe_windows)
+    with tempfile.TemporaryDirectory() as work:
+        windows = _genome_windows(Path(work))
+    tokenizers = _tokenizers(args.bpe_vocab, _sample(windows, args.bpe_windows, seed=0))
     results = []
     for dataset, relative in DATASETS.items():
         for split in ("train", "dev", "test"):
@@ -103,9 +117,9 @@ def main() -> None:
                 lengths = token_lengths(tokenizer.encode(sequences))
                 results.append({"data": f"{dataset}/{split}", "tokenizer": name, **_row(lengths, batch_size, seed=0)})
                 print(json.dumps(results[-1]), flush=True)
-    windows = _genome_windows(512, args.pretrain_windows, seed=1)
+    pretraining = _sample(windows, args.pretrain_windows, seed=1)
     for name, tokenizer in tokenizers.items():
-        lengths = token_lengths(tokenizer.encode(windows))
+        lengths = token_lengths(tokenizer.encode(pretraining))
         results.append({"data": "pretraining_windows_512nt", "tokenizer": name, **_row(lengths, args.pretrain_batch_size, seed=0)})
         print(json.dumps(results[-1]), flush=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -192,8 +192,8 @@ def sample_order(seed: int, epoch: int, batch_size: int, codes: WindowCodes) -> 
 
     Where token counts vary (BPE and k-mer tokens, windows cut into pieces), the
     epoch reads length-grouped batches (:func:`vqdna.batching.training_batches`):
-    on 512-nt windows a shuffled batch of BPE tokens was 9.4% padding, a grouped
-    one 1.1% (benchmarks/padding.py). The batches are laid out so each step's
+    on 512-nt windows a shuffled batch of BPE tokens was 7.8% padding, a grouped
+    one 0.3% (benchmarks/padding.py). The batches are laid out so each step's
     global batch is one of them: the first ``head`` windows complete the step
     that began in the previous epoch, and the one short batch comes last. With
     equal counts (learned tokenizers on whole windows) the order is the plain
