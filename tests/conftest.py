@@ -69,6 +69,24 @@ def workflow_config(test_data: Path) -> dict:
             },
             # A baseline through every stage: overlapping 6-mers (DNABERT).
             "kmer6": {"type": "kmer", "train_genomes": ["lambda_phage"], "k": 6, "overlapping": True},
+            # Beyond the paper: one code per 4 nt, through every stage (run tiny_s4). Small and short: its job here
+            # is the plumbing of codes that are not one per nucleotide, not a good codebook.
+            "vq_s4": {
+                "type": "vq",
+                "stride": 4,
+                "train_genomes": ["lambda_phage"],
+                "codebook_size": 256,
+                "width": 32,
+                "depth": 4,
+                "steps": 200,
+                "batch_size": 32,
+                "crop_length": 128,
+                "learning_rate": 2.0e-3,
+                "warmup_steps": 20,
+                "restart_free_steps": 50,
+                "heldout_windows": 64,
+                "probe_windows": 256,
+            },
         },
         "runs": {
             "tiny": {
@@ -107,8 +125,20 @@ def workflow_config(test_data: Path) -> dict:
                 "log_every": 10,
                 "heldout_windows": 64,
             },
+            # The stride-4 tokenizer's encoder: windows of 512 nt are 128 tokens.
+            "tiny_s4": {
+                "tokenizer": "vq_s4",
+                "pretrain_genomes": ["lambda_phage"],
+                "encoder": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 256},
+                "steps": 30,
+                "batch_size": 16,
+                "learning_rate": 1.0e-3,
+                "warmup_steps": 5,
+                "log_every": 10,
+                "heldout_windows": 16,
+            },
         },
-        "finetune": {"runs": ["tiny", "tiny_kmer", "tiny_random"], "seeds": [0], "lora": {"r": 8, "alpha": 16, "dropout": 0.05}},
+        "finetune": {"runs": ["tiny", "tiny_kmer", "tiny_random", "tiny_s4"], "seeds": [0], "lora": {"r": 8, "alpha": 16, "dropout": 0.05}},
         # Every table path on CPU: the k-mer floor on each dataset (default), a probe of every tokenizer,
         # and a Table 7a sweep (one more tokenizer: K = 256; the base's 512 is itself).
         "probe": {"datasets": ["prom_core_notata"]},

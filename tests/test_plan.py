@@ -27,7 +27,7 @@ SCHEMAS = REPO / "workflow" / "schemas"
 GENOME_COLUMNS = ["genome", "source", "sha256", "assembly_report", "description"]
 DATASET_COLUMNS = [
     "dataset", "group", "task", "num_labels", "metric", "source", "genomes", "kind", "max_train_samples",
-    "max_length", "learning_rate", "max_n_fraction", "train_from", "description",
+    "max_length", "learning_rate", "max_n_fraction", "train_from", "description", "runs",
 ]
 GENOMES = [
     {"genome": "phage", "source": "https://example.org/phage.fa"},
@@ -123,6 +123,18 @@ def test_finetune_jobs_are_the_finetune_runs_on_every_dataset_then_sweep_runs_on
     assert plan.table_inputs["finetune"][:2] == [
         "results/finetune/bert/a/seed0/metrics.json", "results/finetune/bert/a/seed1/metrics.json",
     ]
+
+
+def test_a_datasets_runs_cell_limits_which_runs_fine_tune_it_and_is_no_setting_of_the_job(tmp_path):
+    """Species at 250k nt: only a strided tokenizer's run fits. The cell names runs of finetune.runs; empty: all of them."""
+    runs = {"bert": {"tokenizer": "vq", "pretrain_genomes": ["phage"]}, "strided": {"tokenizer": "vq", "pretrain_genomes": ["phage"]}}
+    datasets = [_tiles("long", runs="strided"), _tiles("short")]
+    plan = _plan(_config(tmp_path, datasets=datasets, runs=runs, finetune={"runs": ["bert", "strided"]}))
+    assert plan.finetune_jobs == (FinetuneJob("bert", "short"), FinetuneJob("strided", "long"), FinetuneJob("strided", "short"))
+    assert "runs" not in plan.datasets["long"].finetune_spec and "runs" not in plan.datasets["long"].scoring_spec
+    assert plan.datasets["long"].finetune_spec == plan.datasets["short"].finetune_spec | {"dataset": "long"}
+    error = _error(_config(tmp_path, datasets=[_tiles("long", runs="strided,nobody")], runs=runs, finetune={"runs": ["bert", "strided"]}))
+    assert "dataset long: runs names 'nobody', which is not in finetune.runs (bert, strided)" in error
 
 
 def test_the_codebook_analysis_runs_each_listed_tokenizer_on_each_listed_dataset_and_is_built_by_default(tmp_path):

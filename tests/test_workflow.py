@@ -121,6 +121,35 @@ def test_the_tokenizer_learns_context_not_just_bases(workflow_run):
     assert len(set(final_stretch)) == 1, "a dead-code restart happened in the final stretch"
 
 
+def test_a_stride_4_tokenizer_runs_through_every_stage_with_a_quarter_of_the_tokens(workflow_run):
+    """Beyond the paper: one code per 4 nt from training to the tables; what depends on the stride is checked at each stage."""
+    tokenizer_dir = workflow_run.path("results/tokenizers/vq_s4")
+    assert json.loads((tokenizer_dir / "config.json").read_text())["stride"] == 4
+    measured = json.loads((tokenizer_dir / "metrics.json").read_text())
+    assert measured["stride"] == 4 and measured["tokens_per_nt"] == 0.25
+    # 4 bases per code from 256 codes, 200 steps at width 32: well above chance (25%), short of lossless
+    assert measured["reconstruction_accuracy"] > 0.4
+    path = workflow_run.path("results/tokens/vq_s4/lambda_phage.parquet")
+    assert _meta(path)["vqdna.stride"] == "4" and "vqdna.stride" not in _meta(workflow_run.path("results/tokens/vq512/lambda_phage.parquet"))
+    tokens, windows = pq.read_table(path), _windows(workflow_run, "lambda_phage")
+    assert tokens.column("start").to_pylist() == windows.column("start").to_pylist()
+    assert {len(c) for c in tokens.column("codes_l1").to_pylist()} == {512 // 4}
+    tokenizer = load_tokenizer(tokenizer_dir, device="cpu")
+    sequences = windows.column("sequence").to_pylist()[:8]
+    assert np.array_equal(np.array(tokens.column("codes_l1").to_pylist()[:8]), np.stack([c[0] for c in tokenizer.encode(sequences)]))
+    pretrained = json.loads(workflow_run.path("results/pretrain/tiny_s4/metrics.json").read_text())
+    assert pretrained["budget"]["mean_tokens_per_window"] == 128
+    for dataset in workflow_run.datasets:
+        metrics_json = json.loads(workflow_run.path(f"results/finetune/tiny_s4/{dataset['dataset']}/seed0/metrics.json").read_text())
+        assert metrics_json["mean_test_tokens"] <= -(-dataset["max_length"] // 4)
+    codes = read_split_tokens(workflow_run.path("results/dataset_tokens/vq_s4/prom_core_notata/test.parquet"), tokenizer.hash, 70)[1]
+    assert {c.shape for c in codes} == {(1, 18)}  # 70 nt -> ceil(70 / 4)
+    with open(workflow_run.path("results/tables/comparison.csv"), newline="") as handle:
+        per_nt = [float(r["value"]) for r in csv.DictReader(handle)
+                  if r["section"] == "tokens" and r["tokenizer"] == "vq_s4" and r["dataset"] == "prom_core_notata"]
+    assert per_nt == [pytest.approx(18 / 70, abs=0.01)]
+
+
 def test_held_out_figures_hold_when_measured_again_from_the_saved_tokenizer(workflow_run):
     """Independent of the training code: encode and decode test-split windows through the public API."""
     tokenizer = load_tokenizer(workflow_run.path("results/tokenizers/vq512"), device="cpu")
@@ -254,7 +283,7 @@ def test_results_table_has_a_row_per_run_and_dataset(workflow_run):
         rows = list(csv.DictReader(handle))
     assert sorted((r["run"], r["dataset"]) for r in rows) == sorted(
         (run, dataset)
-        for run in ("tiny", "tiny_kmer", "tiny_random")
+        for run in ("tiny", "tiny_kmer", "tiny_random", "tiny_s4")
         for dataset in ("emp_h3", "mouse_tf_0", "prom_core_notata", "six_genomes")
     )
     assert "prom_core_notata" in workflow_run.path("results/tables/summary.md").read_text()
@@ -517,7 +546,10 @@ def test_small_dry_run_plans_the_paper_in_miniature(tmp_path):
 
 
 def test_reproduce_dry_run_plans_every_table_job():
-    """config/reproduce.yaml: datasets x seeds x runs, sweep variants, probes and baselines, counted from the sheets."""
+    """config/reproduce.yaml: datasets x seeds x runs, sweep variants, probes and baselines, counted from the sheets.
+
+    Beyond the paper: species at 250k and 450k nt, fine-tuned only by the stride-8 HRQ run (their `runs` cell).
+    """
     result = _in_repo("--dry-run", "--cores", "1", "--directory", str(REPO), "--configfile", "config/reproduce.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
     counts = _job_counts(result.stdout + result.stderr)
@@ -527,7 +559,10 @@ def test_reproduce_dry_run_plans_every_table_job():
     with open(REPO / "config" / "reproduce" / "genomes.tsv") as handle:
         genomes = list(csv.DictReader(handle, delimiter="\t"))
     usable = [d for d in datasets if not d["source"].startswith("resources/eep/")]  # EEP data is the user's to place
-    assert len(datasets) == 34 and len(usable) == 31
+    assert len(datasets) == 36 and len(usable) == 33
+    long_species = {d["dataset"]: d["runs"] for d in usable if d["runs"]}
+    assert long_species == {"species_250k": "hrq_s8_bert", "species_450k": "hrq_s8_bert"}
+    assert config["tokenizers"]["hrq_s8"]["stride"] == 8 and config["runs"]["hrq_s8_bert"]["tokenizer"] == "hrq_s8"
     seeds = len(config["finetune"]["seeds"])
     runs = config["finetune"]["runs"]
     sweeps = config["ablations"]
@@ -538,14 +573,15 @@ def test_reproduce_dry_run_plans_every_table_job():
     new_runs = sum(v != config["runs"][r].get(s["key"]) for s in sweeps.values() for r in s.get("runs", []) for v in s["values"])
     tokenizers = len(config["tokenizers"]) + new_tokenizers
     assert counts["prepare_dataset"] == len(usable) == counts["kmer_baseline"]
-    assert counts["finetune"] == len(runs) * len(usable) * seeds + new_runs * len(sweeps["mask_ratio"]["datasets"]) * seeds == 222
-    assert counts["pretrain_mlm"] == len(config["runs"]) + new_runs == 8
-    assert counts["train_tokenizer"] == counts["evaluate_tokenizer"] == counts["linear_probe"] == tokenizers == 19
-    assert counts["tokenize_genome"] == 2 * len(genomes)  # the two tokenizers the runs pretrain on
-    # Datasets encoded once per tokenizer: every usable one by the runs' tokenizers, the probed ones by the rest.
+    finetuned = len(runs) * (len(usable) - len(long_species)) + len(long_species)  # (run, dataset) pairs
+    assert counts["finetune"] == finetuned * seeds + new_runs * len(sweeps["mask_ratio"]["datasets"]) * seeds == 321
+    assert counts["pretrain_mlm"] == len(config["runs"]) + new_runs == 9
+    assert counts["train_tokenizer"] == counts["evaluate_tokenizer"] == counts["linear_probe"] == tokenizers == 20
+    assert counts["tokenize_genome"] == 3 * len(genomes)  # the three tokenizers the runs pretrain on
+    # Datasets encoded once per tokenizer: every dataset a run fine-tunes by its tokenizer, the probed ones by the rest.
     run_tokenizers = {config["runs"][r]["tokenizer"] for r in runs}
     probed = config["probe"]["datasets"]
-    assert counts["tokenize_dataset"] == len(run_tokenizers) * len(usable) + (tokenizers - len(run_tokenizers)) * len(probed) == 79
+    assert counts["tokenize_dataset"] == finetuned + (tokenizers - len(run_tokenizers)) * len(probed) == 112
     assert counts["download_genome"] == counts["make_windows"] == len(genomes)
     assert counts["download_assembly_report"] == sum(bool(g["assembly_report"]) for g in genomes) == 5
     assert counts["download_archive"] == counts["unpack_archive"] == counts["make_tables"] == 1

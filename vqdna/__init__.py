@@ -11,7 +11,7 @@ STAGE_VERSIONS = {
     "unpack_archive": 1,
     "make_windows": 1,
     "train_tokenizer": 3,
-    "evaluate_tokenizer": 2,
+    "evaluate_tokenizer": 3,
     "tokenize_genome": 1,
     "pretrain_mlm": 3,
     "prepare_dataset": 2,

@@ -1,7 +1,7 @@
 """Batches of variable-length token sequences with little padding.
 
-A learned tokenizer gives one code per nucleotide, so a dataset of equal-length
-sequences has equal-length inputs; BPE and k-mer tokens vary in number per
+A learned tokenizer gives one code per ``stride`` nucleotides, so a dataset of
+equal-length sequences has equal-length inputs; BPE and k-mer tokens vary in number per
 sequence, and a batch padded to its longest row spends part of every step on
 padding (measured on GUE data: benchmarks/padding.py). Training batches are
 therefore drawn as Hugging Face's ``group_by_length`` does: shuffle, cut the

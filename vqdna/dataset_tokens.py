@@ -13,11 +13,13 @@ row of ``results/datasets/{dataset}/{split}.parquet``, in its order:
   can be looked at without a join;
 - ``codes_l{n}`` (list<uint16>, uint32 above 65535 codes) per level: the
   sequence cut to the dataset's ``max_length`` nt (as fine-tuning cuts it) and
-  encoded; for VQ/HRQ one code per nucleotide, for baselines one id per token.
+  encoded; for VQ/HRQ one code per ``stride`` nucleotides (1: the paper's), for
+  baselines one id per token.
 
 Key-value metadata: ``vqdna.dataset``, ``vqdna.split``, ``vqdna.max_length``,
 ``vqdna.tokenizer``, ``vqdna.tokenizer_type`` and ``vqdna.tokenizer_hash``, which
-every reader checks against the tokenizer it was given.
+every reader checks against the tokenizer it was given; ``vqdna.stride`` where
+the tokenizer's stride is above 1.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from vqdna.artifacts import (
 )
 from vqdna.datasets.spec import read_split
 from vqdna.runtime import check_tokenizer_hash, choose_device, encode_sequences
-from vqdna.tokenizer.api import Tokenizer, load_tokenizer
+from vqdna.tokenizer.api import Tokenizer, load_tokenizer, stride_metadata
 
 # Sequences per encode call and per Parquet row group: a progress step, and a bound on memory.
 CHUNK_SIZE = 1024
@@ -106,6 +108,7 @@ def tokenize_dataset(
                 dataset_tokens_schema(tokenizer, pq.read_schema(path).field("label").type),
                 dataset=read_metadata(path).get("vqdna.dataset", dataset_dir.name), split=split, max_length=str(max_length),
                 tokenizer=tokenizer_name, tokenizer_type=tokenizer.config.type, tokenizer_hash=tokenizer.hash,
+                **stride_metadata(tokenizer),
             )
             with pq.ParquetWriter(tmp / f"{split}.parquet", schema, compression=COMPRESSION) as writer:
                 written = 0

@@ -372,14 +372,22 @@ def reference_window(path: Path, record: dict, row: int, windows_path: Path) -> 
 
 
 def decode_record(tokenizer, record: dict, levels: list[str]) -> str:
-    """Learned tokenizers: codes of every level -> bases. Baselines: level-1 ids -> the exact sequence."""
+    """Learned tokenizers: codes of every level -> bases (cut to the window's length). Baselines: level-1 ids -> the exact sequence."""
     from vqdna.tokenizer.api import VQTokenizer
 
     if isinstance(tokenizer, VQTokenizer):
         codes = np.stack([np.asarray(record[name], dtype=np.int64) for name in levels])
-    else:
-        codes = np.asarray(record[levels[0]], dtype=np.int64)[None, :]
+        return tokenizer.decode([codes], lengths=[record["end"] - record["start"]])[0]
+    codes = np.asarray(record[levels[0]], dtype=np.int64)[None, :]
     return tokenizer.decode([codes])[0]
+
+
+def token_starts(tokenizer, record: dict) -> list[int] | None:
+    """Each token's offset in the window: baselines store them; a learned tokenizer's are every ``stride`` nt."""
+    if "token_starts" in record:
+        return record["token_starts"]
+    stride = getattr(tokenizer, "stride", 1)
+    return list(range(0, record["end"] - record["start"], stride)) if stride > 1 else None
 
 
 @dataclass
@@ -466,4 +474,4 @@ def decode_row(
         f"tokenizer: {metadata.get('vqdna.tokenizer', '?')} ({tokenizer.config.type}, hash {tokenizer.hash[:12]}... matches)",
         f"windows: {windows}",
     ]
-    return "\n".join(lines + comparison_lines(reference, decoded, record.get("token_starts")))
+    return "\n".join(lines + comparison_lines(reference, decoded, token_starts(tokenizer, record)))

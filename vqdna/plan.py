@@ -155,8 +155,13 @@ class Dataset:
         return {k: v for k, v in self.cells.items() if k in _DATASET_BUILD_KEYS and v not in ("", None)}
 
     @property
+    def runs(self) -> tuple[str, ...]:
+        """The `runs` cell: the runs that fine-tune this dataset; empty: every run of `finetune.runs`."""
+        return tuple(name.strip() for name in (self.cells.get("runs") or "").split(",") if name.strip())
+
+    @property
     def finetune_spec(self) -> dict[str, Cell]:
-        return {k: v for k, v in self.cells.items() if k != "description" and v not in ("", None)}
+        return {k: v for k, v in self.cells.items() if k not in ("description", "runs") and v not in ("", None)}
 
     @property
     def scoring_spec(self) -> dict[str, Cell]:
@@ -550,6 +555,10 @@ def build_plan(config: Mapping[str, Any], schemas: Path) -> Plan:
         name: _dataset(f"{dataset_sheet} dataset {name}", row, genomes, genome_sheet, config["archives"])
         for name, row in usable.items()
     }
+    for name, dataset in datasets.items():
+        unknown = [run for run in dataset.runs if run not in finetune["runs"]]
+        if unknown:
+            raise VqdnaError(f"{dataset_sheet} dataset {name}: runs names {unknown[0]!r}, which is not in finetune.runs ({', '.join(finetune['runs'])})")
 
     probed = [name for name in config["probe"]["datasets"] if name in datasets]
     return Plan(
@@ -902,8 +911,8 @@ def _archive_name(where: str, source: str, archives: Mapping) -> str:
 def _finetune_jobs(
     finetuned: list[str], datasets: Mapping[str, Dataset], run_sweeps: _Sweeps, ablations: Mapping[str, Mapping]
 ) -> tuple[FinetuneJob, ...]:
-    """The `finetune:` runs on every dataset, then each sweep run (Table 7c) not among them on its axis's datasets."""
-    jobs = [FinetuneJob(run, name) for run in finetuned for name in sorted(datasets)]
+    """The `finetune:` runs on every dataset (or those its `runs` cell names), then each sweep run (Table 7c) not among them on its axis's datasets."""
+    jobs = [FinetuneJob(run, name) for run in finetuned for name in sorted(datasets) if run in (datasets[name].runs or finetuned)]
     for run, points in run_sweeps.points.items():
         if run not in finetuned:
             # The axis that reached the run last names its datasets (every dataset when it names none).

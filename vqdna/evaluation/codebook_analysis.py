@@ -18,8 +18,8 @@ tokenized (:mod:`vqdna.dataset_tokens`). Nothing is trained; per level:
   per-sequence frequencies, Benjamini-Hochberg corrected over every class and
   code of the level; ``enriched_codes.parquet``, ``enrichment.png``);
 - **where they sit**: every occurrence of each class's top enriched codes in that
-  class's sequences, as an offset in the sequence (one code per nucleotide, so
-  offsets are in nt), and as a genome position where the dataset was cut from
+  class's sequences, as an offset in the sequence (in nt: a code's index times the
+  tokenizer's stride, the first of the nucleotides it stands for), and as a genome position where the dataset was cut from
   genomes and carries ``contig`` and ``start`` (``code_offsets.parquet``, ``offsets.png``);
 - **what they stand for**: with one code per nucleotide, a code is a learned name
   for a short local context: each occurrence carries the ``context`` nt centred
@@ -148,8 +148,8 @@ def top_codes(table: dict[str, np.ndarray], count: int, fdr: float) -> list[np.n
     return out
 
 
-def code_offsets(codes: list[np.ndarray], labels: np.ndarray, top: list[np.ndarray]) -> dict[str, np.ndarray]:
-    """Every occurrence of each class's top codes in that class's own sequences: row, class, code, offset."""
+def code_offsets(codes: list[np.ndarray], labels: np.ndarray, top: list[np.ndarray], stride: int = 1) -> dict[str, np.ndarray]:
+    """Every occurrence of each class's top codes in that class's own sequences: row, class, code, offset (nt)."""
     rows, classes, found, offsets = [], [], [], []
     for c, wanted in enumerate(top):
         if not len(wanted):
@@ -159,7 +159,7 @@ def code_offsets(codes: list[np.ndarray], labels: np.ndarray, top: list[np.ndarr
             rows.append(np.full(len(here), row))
             classes.append(np.full(len(here), c))
             found.append(codes[row][here])
-            offsets.append(here)
+            offsets.append(here * stride)
     join = lambda parts: np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)  # noqa: E731
     return {"row": join(rows), "class": join(classes), "code": join(found), "offset": join(offsets)}
 
@@ -300,13 +300,14 @@ def analyse_codebook(
         code_points = embed_points(vectors, config.embedding, config.seed)
         mapped.append({"level": np.full(size, level), "code": np.arange(size), "x": code_points[:, 0], "y": code_points[:, 1],
                        "label": class_of_codes(table, config.fdr), "occurrences": np.asarray(counts.sum(axis=0)).ravel()})
-        offsets = code_offsets(per_row, labels, top)
+        offsets = code_offsets(per_row, labels, top, tokenizer.stride)
         where = {"level": np.full(len(offsets["row"]), level), "label": offsets["class"], "code": offsets["code"],
                  "split": data["split"][offsets["row"]], "index": data["index"][offsets["row"]], "offset": offsets["offset"]}
         if data["contig"] is not None:
             where["contig"] = data["contig"][offsets["row"]]
             where["genome_position"] = data["start"][offsets["row"]] + offsets["offset"]
-        where["context"] = code_contexts(data["sequences"], offsets["row"], offsets["offset"], config.context)
+        # centred on the code's own nucleotides (stride of them from its offset)
+        where["context"] = code_contexts(data["sequences"], offsets["row"], offsets["offset"] + tokenizer.stride // 2, config.context)
         located.append(where)
         context = np.full((num_classes, size), None, dtype=object)  # read for the located (top) codes only
         context_share = np.full((num_classes, size), np.nan)

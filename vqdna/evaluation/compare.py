@@ -389,14 +389,16 @@ def tokenizer_rows(plan: dict, inputs: ComparisonInputs) -> list[dict]:
     names = sorted(set(plan["tokenizers"]) | set(inputs.tokenizers) | of_runs)
     rows = []
     for name in names:
-        levels = inputs.tokenizers.get(name, {}).get("levels") or [{}]
-        for level in levels:
+        measured = inputs.tokenizers.get(name, {})
+        for level in measured.get("levels") or [{}]:
             for quantity, scale in (("usage", 100), ("perplexity", 1), ("reconstruction_accuracy", 100)):
                 value = level.get(quantity)
                 rows.append({
                     "section": "tokenizer", "tokenizer": name, "level": level.get("level"), "quantity": quantity,
                     "value": None if value is None else scale * value,
                 })
+        # on the held-out windows, for every tokenizer (the datasets' tokens table has only the fine-tuned ones)
+        rows.append({"section": "tokenizer", "tokenizer": name, "level": None, "quantity": "tokens_per_nt", "value": measured.get("tokens_per_nt")})
     return rows
 
 
@@ -600,11 +602,11 @@ def _tokenizers_markdown(tokenizers: pd.DataFrame, scores: pd.DataFrame) -> str:
     probed = list(dict.fromkeys(probes.dataset))
     metric = dict(zip(probes.dataset, probes.quantity, strict=True))
     lines = [
-        [name, _per_level(rows, "usage"), _per_level(rows, "perplexity", 1), _per_level(rows, "reconstruction_accuracy")]
+        [name, _per_level(rows, "tokens_per_nt", 3), _per_level(rows, "usage"), _per_level(rows, "perplexity", 1), _per_level(rows, "reconstruction_accuracy")]
         + [probe_score.get((name, dataset), "–") for dataset in probed]
         for name, rows in tokenizers.groupby("tokenizer", sort=False)
     ]
-    header = ["tokenizer", "usage % (per level)", "perplexity", "reconstruction %", *(f"probe {d} ({metric[d]} %)" for d in probed)]
+    header = ["tokenizer", "tokens per nt", "usage % (per level)", "perplexity", "reconstruction %", *(f"probe {d} ({metric[d]} %)" for d in probed)]
     return _table("Tokenizers: held-out windows (levels separated by /) and linear probes", header, lines)
 
 

@@ -78,7 +78,7 @@ def _load_weights(model: torch.nn.Module, path: Path) -> None:
 
 
 class VQTokenizer:
-    """A learned VQ-VAE or HRQ tokenizer: one code per nucleotide and level."""
+    """A learned VQ-VAE or HRQ tokenizer: one code per level and ``stride`` nucleotides (the paper: 1)."""
 
     def __init__(
         self, model: VQVAE, *, hash: str | None = None, device: torch.device | str | None = None, compile: str | None = None
@@ -102,6 +102,11 @@ class VQTokenizer:
         return self.config.level_sizes
 
     @property
+    def stride(self) -> int:
+        """Nucleotides per code; a sequence of L nt has ceil(L / stride) codes per level."""
+        return self.config.stride
+
+    @property
     def num_levels(self) -> int:
         return len(self.level_sizes)
 
@@ -118,6 +123,8 @@ class VQTokenizer:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = {"producer": f"vqdna {__version__}", **asdict(self.config)}
+        if config["stride"] == 1:  # the paper's tokenizer: written as before the option, so its content hash is unchanged
+            del config["stride"]
         (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         save_file(state, directory / WEIGHTS_FILE, metadata={"format": "pt"})
@@ -127,7 +134,7 @@ class VQTokenizer:
     # -- batched encode / decode / embed --------------------------------------------------------
     @torch.no_grad()
     def encode_ids(self, ids: np.ndarray | torch.Tensor) -> list[np.ndarray]:
-        """Equal-length base ids (N, L), numpy or torch -> codes per level, each (N, L) int64.
+        """Equal-length base ids (N, L), numpy or torch -> codes per level, each (N, ceil(L / stride)) int64.
 
         Ids in pinned host memory reach a CUDA device by an asynchronous copy, so the
         caller's host work overlaps it; the codes come back synchronously.
@@ -138,7 +145,7 @@ class VQTokenizer:
         return [c.cpu().numpy() for c in codes]
 
     def encode(self, sequences: list[str], batch_size: int = 256) -> list[np.ndarray]:
-        """Sequences -> per sequence an array (levels, length) of codes.
+        """Sequences -> per sequence an array (levels, ceil(length / stride)) of codes.
 
         Sequences are batched by exact length, so a sequence's codes never depend
         on what it was batched with (the convolutions see no padding).
@@ -159,8 +166,8 @@ class VQTokenizer:
         return out  # type: ignore[return-value]
 
     def encode_with_starts(self, sequences: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Level-1 codes and token offsets (one code per nucleotide: 0, 1, 2, ...)."""
-        return [(c[0], np.arange(c.shape[1], dtype=np.int32)) for c in self.encode(sequences)]
+        """Level-1 codes and token offsets (one code per ``stride`` nucleotides: 0, s, 2s, ...)."""
+        return [(c[0], np.arange(c.shape[1], dtype=np.int32) * self.stride) for c in self.encode(sequences)]
 
     @torch.no_grad()
     def embed(self, codes: list[np.ndarray]) -> list[np.ndarray]:
@@ -171,13 +178,24 @@ class VQTokenizer:
         ]
 
     @torch.no_grad()
-    def decode(self, codes: list[np.ndarray]) -> list[str]:
-        """Per sequence codes (levels, L) -> the reconstructed nucleotides."""
+    def decode(self, codes: list[np.ndarray], lengths: list[int] | None = None) -> list[str]:
+        """Per sequence codes (levels, T) -> the reconstructed nucleotides, T x stride of them.
+
+        ``lengths`` (nt per sequence) cuts the tail a stride > 1 padded; without it a
+        sequence whose length is not a multiple of the stride decodes a few bases longer.
+        """
         out = []
-        for c in codes:
+        for i, c in enumerate(codes):
             logits = self.model.decode([torch.as_tensor(c[n], device=self.device)[None].long() for n in range(len(c))])
-            out.append(bases_from_ids(logits[0].argmax(-1).cpu().numpy()))
+            bases = bases_from_ids(logits[0].argmax(-1).cpu().numpy())
+            out.append(bases if lengths is None else bases[: lengths[i]])
         return out
+
+
+def stride_metadata(tokenizer) -> dict[str, str]:
+    """``vqdna.stride`` of a file of codes made with a strided tokenizer; absent means 1, so stride-1 files keep their shape."""
+    stride = getattr(tokenizer, "stride", 1)
+    return {"stride": str(stride)} if stride > 1 else {}
 
 
 # Any tokenizer: what every consumer of codes accepts.

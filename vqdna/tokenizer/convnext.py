@@ -1,8 +1,12 @@
 """1D ConvNeXt encoder and decoder of the VQDNA tokenizer (paper section 3, Fig. 2).
 
 One-hot A,C,G,T,N -> Conv1d stem (k=5) -> ConvNeXt blocks (depthwise k=7,
-LayerNorm, 4x MLP, residual) at a fixed width. No downsampling: one hidden
-vector, hence one code, per nucleotide. Tensors are channels-last, (B, L, C).
+LayerNorm, 4x MLP, residual) at a fixed width. The blocks never downsample: one
+hidden vector per nucleotide. The paper quantizes those, one code per
+nucleotide; a tokenizer with ``stride`` s > 1 (beyond the paper) merges each s
+consecutive vectors into one before quantizing (:class:`PatchMerge`) and the
+decoder expands each code back into s (:class:`PatchExpand`). Tensors are
+channels-last, (B, L, C).
 """
 
 from __future__ import annotations
@@ -39,13 +43,47 @@ class ConvNeXtEncoder(nn.Module):
         self.stem_norm = nn.LayerNorm(width)
         self.blocks = nn.ModuleList(ConvNeXtBlock(width, kernel_size, mlp_ratio) for _ in range(depth))
 
-    def forward(self, onehot: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, onehot: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """``mask`` (B, L, 1) bool, False on tail padding: padded positions are held at zero after every layer,
+        as a convolution's own zero padding is, so real positions see exactly what they would unpadded."""
         x = self.stem_norm(self.stem(onehot.transpose(1, 2)).transpose(1, 2))  # (B, L, W)
+        x = x if mask is None else x * mask
         hidden = []
         for block in self.blocks:
             x = block(x)
+            x = x if mask is None else x * mask
             hidden.append(x)
         return hidden
+
+
+class PatchMerge(nn.Module):
+    """Downsampling by ``stride`` s: s consecutive vectors -> LayerNorm -> Linear -> one (Swin's patch merging, in 1D).
+
+    (B, L, W) -> (B, L / s, W); L must be a multiple of s (the tokenizer pads the tail).
+    """
+
+    def __init__(self, width: int, stride: int):
+        super().__init__()
+        self.stride = stride
+        self.norm = nn.LayerNorm(stride * width)
+        self.reduction = nn.Linear(stride * width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, width = x.shape
+        return self.reduction(self.norm(x.reshape(batch, length // self.stride, self.stride * width)))
+
+
+class PatchExpand(nn.Module):
+    """Upsampling by ``stride`` s: one vector -> Linear -> s vectors, one per nucleotide. (B, L, W) -> (B, L * s, W)."""
+
+    def __init__(self, width: int, stride: int):
+        super().__init__()
+        self.stride = stride
+        self.expansion = nn.Linear(width, stride * width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, width = x.shape
+        return self.expansion(x).reshape(batch, length * self.stride, width)
 
 
 class ConvNeXtDecoder(nn.Module):

@@ -54,7 +54,7 @@ def subsample(windows: np.ndarray, count: int, seed: int) -> np.ndarray:
 
 
 def _encode_all(tokenizer: VQTokenizer, windows: np.ndarray, batch: int = 128) -> np.ndarray:
-    """(N, L) ids -> (levels, N, L) codes."""
+    """(N, L) ids -> (levels, N, ceil(L / stride)) codes."""
     parts = [tokenizer.encode_ids(windows[i : i + batch]) for i in range(0, len(windows), batch)]
     return np.stack([np.concatenate([p[level] for p in parts]) for level in range(tokenizer.num_levels)])
 
@@ -74,6 +74,10 @@ def measure_learned(tokenizer: VQTokenizer, probe_train: np.ndarray, heldout: np
     train_codes = _encode_all(tokenizer, probe_train)
     heldout_codes = _encode_all(tokenizer, heldout)
     predicted = _decode_levels_all(tokenizer, heldout)
+    stride = tokenizer.stride
+
+    def per_base(codes: np.ndarray) -> np.ndarray:  # (N, T) -> (N, L): each base gets the code that covers it
+        return np.repeat(codes, stride, axis=1)[:, : heldout.shape[1]]
     levels = []
     for level, size in enumerate(tokenizer.level_sizes):
         codes = heldout_codes[level]
@@ -84,11 +88,13 @@ def measure_learned(tokenizer: VQTokenizer, probe_train: np.ndarray, heldout: np
                 "reconstruction_accuracy": metrics.reconstruction_accuracy(predicted[level], heldout),
                 "usage": metrics.usage(codes, size),
                 "perplexity": metrics.perplexity(codes, size),
-                "neighbour_probe": metrics.neighbour_probe(train_codes[level], probe_train, codes, heldout, size),
+                # at stride s > 1, neighbours inside a code's own s bases are part of what it encodes
+                "neighbour_probe": metrics.neighbour_probe(per_base(train_codes[level]), probe_train, per_base(codes), heldout, size),
                 "code_counts": np.bincount(codes.ravel(), minlength=size).tolist(),
             }
         )
-    return {"reconstruction_accuracy": levels[-1]["reconstruction_accuracy"], "levels": levels}
+    tokens_per_nt = heldout_codes.shape[2] / heldout.shape[1]
+    return {"reconstruction_accuracy": levels[-1]["reconstruction_accuracy"], "stride": stride, "tokens_per_nt": tokens_per_nt, "levels": levels}
 
 
 def measure_baseline(tokenizer, heldout: np.ndarray) -> dict:
@@ -102,7 +108,8 @@ def measure_baseline(tokenizer, heldout: np.ndarray) -> dict:
              "code_counts": np.bincount(ids.astype(np.int64), minlength=size).tolist()}
     level["reconstruction_accuracy"] = metrics.reconstruction_accuracy(decoded, heldout)
     level["tokens_per_window"] = float(np.mean([c.shape[1] for c in codes]))
-    return {"reconstruction_accuracy": level["reconstruction_accuracy"], "levels": [level]}
+    tokens_per_nt = level["tokens_per_window"] / heldout.shape[1]
+    return {"reconstruction_accuracy": level["reconstruction_accuracy"], "tokens_per_nt": tokens_per_nt, "levels": [level]}
 
 
 def evaluate_tokenizer(tokenizer_dir: str | Path, window_files: list[str | Path], settings: dict, output: str | Path) -> dict:

@@ -39,6 +39,7 @@ class HRQConfig(VQConfig):
     codebook_sizes: list[int] | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         increasing = all(a < b for a, b in zip(self.taps, self.taps[1:]))
         if not self.taps or not increasing or not all(1 <= t <= self.depth for t in self.taps):
             raise VqdnaError(f"hrq: taps {self.taps} must be increasing block numbers in 1..{self.depth}")
@@ -58,7 +59,8 @@ class HRQ(VQVAE):
     config: HRQConfig
 
     def quantize(self, hidden: list[torch.Tensor], update: bool = True) -> Quantized:
-        z = [to_code(hidden[tap - 1]) for to_code, tap in zip(self.to_code, self.config.taps)]  # Z^(n), (B, L, D)
+        # Z^(n), (B, L / s, D); one stride for all levels, so eq. 10 averages them position by position
+        z = [to_code(down(hidden[tap - 1])) for to_code, down, tap in zip(self.to_code, self.downsample, self.config.taps)]
         quantized, levels, codes = [], [], []
         for n, codebook in enumerate(self.codebooks):
             h = z[0] if n == 0 else 2 * z[n] - levels[-1]  # eq. 8; e(M^(n-1)) carries no gradient

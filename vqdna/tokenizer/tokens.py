@@ -28,7 +28,7 @@ from vqdna.artifacts import (
 )
 from vqdna.genome import base_ids
 from vqdna.runtime import check_tokenizer_hash
-from vqdna.tokenizer.api import VQTokenizer, load_tokenizer
+from vqdna.tokenizer.api import VQTokenizer, load_tokenizer, stride_metadata
 
 KEY_COLUMNS = [f.name for f in WINDOW_KEY_FIELDS]
 ROWS_PER_GROUP = 8192
@@ -65,7 +65,7 @@ def _encode(tokenizer, prepared, batch_size: int) -> list:
 
 
 def code_columns(tokenizer, encoded: list) -> list[pa.ListArray]:
-    """Writer stage. Learned tokenizers: one code per nucleotide and level. Baselines: ids + token_starts."""
+    """Writer stage. Learned tokenizers: one code per level and ``stride`` nucleotides. Baselines: ids + token_starts."""
     if isinstance(tokenizer, VQTokenizer):
         return [_list_column(np.concatenate([p[level] for p in encoded]), size) for level, size in enumerate(tokenizer.level_sizes)]
     return [
@@ -121,6 +121,7 @@ def write_token_file(tokenizer, tokenizer_name: str, windows_path: str | Path, o
         tokenizer_type=tokenizer.config.type,
         tokenizer_hash=tokenizer.hash,
         windows=windows_meta.get("vqdna.windows", ""),
+        **stride_metadata(tokenizer),
     )
     source = pq.ParquetFile(windows_path)
     batches = iter_row_groups(source, columns=KEY_COLUMNS + ["sequence"])

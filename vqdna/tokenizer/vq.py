@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vqdna import VqdnaError
 from vqdna.distributed import all_gather_cat, all_reduce_sum
-from vqdna.tokenizer.convnext import NUM_BASES, ConvNeXtDecoder, ConvNeXtEncoder
+from vqdna.tokenizer.convnext import NUM_BASES, ConvNeXtDecoder, ConvNeXtEncoder, PatchExpand, PatchMerge
 
 
 @dataclass
@@ -51,6 +52,14 @@ class VQConfig:
     # At most this fraction of K is restarted per step: gradual, so usage does not swing.
     restart_fraction: float = 0.005
     seed: int = 0  # keys the restart draws (with the step)
+    # Nucleotides per code. 1 is the paper's tokenizer. s > 1 (beyond the paper) merges s positions into one code
+    # after the encoder blocks, dividing the BERT encoder's sequence length by s; a sequence's tail is padded to a
+    # multiple of s, so any length encodes to ceil(L / s) codes.
+    stride: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.stride, int) or self.stride < 1:
+            raise VqdnaError(f"{self.type}: stride {self.stride!r} must be a whole number >= 1 (nucleotides per code)")
 
     @property
     def dim(self) -> int:
@@ -225,6 +234,8 @@ class VQVAE(nn.Module):
         self.config = config
         c = config
         self.encoder = ConvNeXtEncoder(c.width, c.depth, stem_kernel=c.stem_kernel, kernel_size=c.kernel_size, mlp_ratio=c.mlp_ratio)
+        # stride s > 1: each level merges s positions into one before its code search; Identity (no weights) at s = 1.
+        self.downsample = nn.ModuleList(PatchMerge(c.width, c.stride) if c.stride > 1 else nn.Identity() for _ in c.level_sizes)
         # Linear maps into and out of the code space when code dim != width (Table 7b).
         self.to_code = nn.ModuleList(
             nn.Linear(c.width, c.dim) if c.dim != c.width else nn.Identity() for _ in c.level_sizes
@@ -243,17 +254,37 @@ class VQVAE(nn.Module):
             for level, size in enumerate(c.level_sizes)
         )
         self.from_code = nn.Linear(c.dim, c.width) if c.dim != c.width else nn.Identity()
+        self.upsample = PatchExpand(c.width, c.stride) if c.stride > 1 else nn.Identity()
         self.decoder = ConvNeXtDecoder(c.width, c.depth, kernel_size=c.kernel_size, mlp_ratio=c.mlp_ratio)
 
     def quantize(self, hidden: list[torch.Tensor], update: bool = True) -> Quantized:
-        z = self.to_code[0](hidden[-1])  # Z = E(X), (B, L, D)
+        z = self.to_code[0](self.downsample[0](hidden[-1]))  # Z = E(X), (B, L / s, D)
         z_q, codes = self.codebooks[0](z, update)  # eqs. 1-2, straight-through
         commitment = F.mse_loss(z, z_q.detach())  # eq. 4: ||Z - sg[Z~]||^2 (mean over elements)
         return Quantized(z_q, [codes], commitment, [z_q.detach()])
 
+    def pad_to_stride(self, onehot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, L, 5) -> zeros after the last base up to a multiple of the stride, and the mask (B, L', 1) of real positions.
+
+        All-zero one-hot rows are what the stem's own zero padding feeds it; the encoder holds
+        the padded positions at zero after every layer, so only the last code sees the padding.
+        """
+        length = onehot.shape[1]
+        tail = -length % self.config.stride
+        if tail == 0:
+            return onehot, None
+        mask = torch.arange(length + tail, device=onehot.device) < length
+        return F.pad(onehot, (0, 0, 0, tail)), mask[None, :, None]
+
+    def reconstruct(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Eq. 3: X^ = G(Z~), (B, L / s, D) -> logits (B, L, 5); at s > 1 each code expands back into s positions first."""
+        return self.decoder(self.upsample(self.from_code(embedding)))
+
     def forward(self, onehot: torch.Tensor, targets: torch.Tensor | None = None) -> TokenizerOutput:
-        q = self.quantize(self.encoder(onehot))
-        logits = self.decoder(self.from_code(q.embedding))  # eq. 3: X^ = G(Z~)
+        length = onehot.shape[1]
+        padded, mask = self.pad_to_stride(onehot)
+        q = self.quantize(self.encoder(padded, mask))
+        logits = self.reconstruct(q.embedding)[:, :length]  # eq. 3; the padded tail is not scored
         if targets is None:
             return TokenizerOutput(logits, q.codes)
         reconstruction = F.cross_entropy(logits.reshape(-1, NUM_BASES), targets.reshape(-1))
@@ -262,8 +293,9 @@ class VQVAE(nn.Module):
 
     @torch.no_grad()
     def encode(self, onehot: torch.Tensor) -> list[torch.Tensor]:
-        """Codes per level, each (B, L). Never updates the codebooks."""
-        return self.quantize(self.encoder(onehot), update=False).codes
+        """Codes per level, each (B, ceil(L / s)). Never updates the codebooks."""
+        padded, mask = self.pad_to_stride(onehot)
+        return self.quantize(self.encoder(padded, mask), update=False).codes
 
     @torch.no_grad()
     def embed(self, codes: list[torch.Tensor]) -> torch.Tensor:
@@ -272,11 +304,13 @@ class VQVAE(nn.Module):
 
     @torch.no_grad()
     def decode(self, codes: list[torch.Tensor]) -> torch.Tensor:
-        """Logits over A,C,G,T,N, (B, L, 5)."""
-        return self.decoder(self.from_code(self.embed(codes)))
+        """Logits over A,C,G,T,N, (B, L * s, 5): s positions per code; the caller cuts a padded tail."""
+        return self.reconstruct(self.embed(codes))
 
     @torch.no_grad()
     def decode_levels(self, onehot: torch.Tensor) -> list[torch.Tensor]:
         """Per level n, the logits decoded from the embedding after n levels (per-level reconstruction)."""
-        q = self.quantize(self.encoder(onehot), update=False)
-        return [self.decoder(self.from_code(e)) for e in q.partial_embeddings]
+        length = onehot.shape[1]
+        padded, mask = self.pad_to_stride(onehot)
+        q = self.quantize(self.encoder(padded, mask), update=False)
+        return [self.reconstruct(e)[:, :length] for e in q.partial_embeddings]
