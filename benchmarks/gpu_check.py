@@ -42,7 +42,10 @@ Sections:
   and whether the compile pays over the config's steps (not with ``--smoke``:
   the encode section's compile covers the code path on the CPU).
 - ``finetune``: LoRA fine-tuning of that encoder: step time and peak memory at
-  1k, 8k and 32k nt, then 250k nt if its predicted step fits the time left.
+  1k, 8k and 32k nt (one code per nt), then the long-context species inputs of
+  250k and 450k nt through a stride-8 tokenizer (``VQConfig(stride=8)``: 31,250
+  and 56,250 tokens), then 250k nt at stride 1 if its predicted step fits the
+  time left.
 
 Multi-GPU DDP (NCCL all-reduce, one process per GPU, several nodes) cannot be
 checked on one GPU: the output says so.
@@ -688,13 +691,15 @@ def section_pretrain(section: Section) -> None:
 
 # -- section: finetune ---------------------------------------------------------------------------------------
 
-GPU_LENGTHS = ((1024, 32, 3), (8192, 8, 3), (32768, 8, 2), (250_000, 1, 1))  # nt (= tokens), batch, steps
-SMOKE_LENGTHS = ((128, 4, 2), (256, 2, 2), (1024, 1, 1))
+# nt, tokenizer stride (nt per code: ceil(nt / stride) tokens), batch, steps. The strided species inputs come before
+# 250k at stride 1: they cost a fraction of it, and they are what a long-context run would fine-tune on.
+GPU_LENGTHS = ((1024, 1, 32, 3), (8192, 1, 8, 3), (32768, 1, 8, 2), (250_000, 8, 1, 1), (450_000, 8, 1, 1), (250_000, 1, 1, 1))
+SMOKE_LENGTHS = ((128, 1, 4, 2), (256, 1, 2, 2), (2000, 8, 1, 1), (3600, 8, 1, 1), (1024, 1, 1, 1))  # 250 and 450 tokens at stride 8
 
 
 def section_finetune(section: Section) -> None:
     import torch
-    from finetune_memory import build_model
+    from finetune_memory import build_model, fit_cost_model, tokens_for
     from timing import training_step
 
     ctx = section.ctx
@@ -707,28 +712,32 @@ def section_finetune(section: Section) -> None:
         shape.__dict__.update(hidden=64, layers=2, heads=4, intermediate=128)
     section.data.update(shape=dict(vars(shape)), gradient_checkpointing=checkpointing,
                         lora="LoraSettings defaults (r 8, alpha 16, dropout 0.05, every linear layer of the encoder)",
-                        batches="the species rows of config/reproduce/datasets.tsv: 32 at 1k nt, 8 at 20k and 32k; 1 at 250k")
+                        batches="the species rows of config/reproduce/datasets.tsv: 32 at 1k nt, 8 at 20k and 32k; "
+                                "1 at HyenaDNA's 250k and 450k",
+                        strides="nt per code of the tokenizer (VQConfig.stride): the encoder runs on ceil(nt / stride) tokens")
     model, _ = build_model(shape, device, checkpointing, None)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.01)
     weights_gb = device_memory_gb(device)
-    per_sequence: dict[int, float] = {}
+    per_sequence: dict[int, float] = {}  # tokens -> seconds per sequence of the last step
     generator = torch.Generator().manual_seed(0)
-    for length, batch, steps in SMOKE_LENGTHS if smoke else GPU_LENGTHS:
-        row: dict = {"length_nt": length, "batch": batch, "attention_scores_if_materialised_gb_per_layer":
-                     round(batch * shape.heads * length**2 * 2 / 2**30, 1)}
+    for length, stride, batch, steps in SMOKE_LENGTHS if smoke else GPU_LENGTHS:
+        tokens = tokens_for(length, stride)
+        row: dict = {"length_nt": length, "stride": stride, "tokens": tokens, "batch": batch,
+                     "attention_scores_if_materialised_gb_per_layer": round(batch * shape.heads * tokens**2 * 2 / 2**30, 1)}
         section.data.setdefault("lengths", []).append(row)
-        if len(per_sequence) >= 2:  # time(L) = a L + b L^2 per sequence, fitted on the two longest lengths measured
-            (l1, t1), (l2, t2) = sorted(per_sequence.items())[-2:]
-            b = (t2 / l2 - t1 / l1) / (l2 - l1)
-            a = t1 / l1 - b * l1
-            row["predicted_step_seconds"] = round(batch * max(a * length + b * length**2, t2 * length / l2), 1)
+        if len(per_sequence) >= 2:  # time(T) = a T + b T^2 per sequence, least squares over every length measured so far
+            fit = fit_cost_model(list(per_sequence.items()))
+            longest_tokens, longest_seconds = max(per_sequence.items())
+            predicted = fit["a_seconds_per_token"] * tokens + fit["b_seconds_per_token_squared"] * tokens**2
+            # never below linear growth from the longest measured: the fit's T^2 term may come out small or negative
+            row["predicted_step_seconds"] = round(batch * max(predicted, longest_seconds * tokens / longest_tokens), 1)
             if row["predicted_step_seconds"] * (steps + 0.5) > section.left() - 5:
                 row["status"] = "skipped: predicted step longer than the time left"
                 section.save()
                 continue
         reset_device_memory(device)
         base = torch.cuda.memory_allocated() if cuda else 0
-        input_ids = torch.randint(0, shape.vocab, (batch, length), generator=generator).to(device)
+        input_ids = torch.randint(0, shape.vocab, (batch, tokens), generator=generator).to(device)
         inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids, dtype=torch.bool),
                   "labels": torch.randint(0, 2, (batch,), generator=generator).to(device)}
         try:
@@ -738,24 +747,30 @@ def section_finetune(section: Section) -> None:
                 raise
             row.update(status="out_of_memory", error=str(error).splitlines()[0][:300])
         else:
-            row.update(status="ok", step_seconds=[round(s, 3) for s in seconds], tokens_per_second=round(batch * length / seconds[-1]))
-            per_sequence[length] = seconds[-1] / batch
+            row.update(status="ok", step_seconds=[round(s, 3) for s in seconds], tokens_per_second=round(batch * tokens / seconds[-1]),
+                       nt_per_second=round(batch * length / seconds[-1]))
+            per_sequence[tokens] = seconds[-1] / batch
         if cuda:
             row["peak_memory_gb"] = round((torch.cuda.max_memory_allocated() - base) / 2**30, 2)
-            if length == 32768 and row["status"] == "ok":  # the goal counts everything on the device, weights too
+            if (length, stride) == (32768, 1) and row["status"] == "ok":  # the goal counts everything on the device, weights too
                 row["meets_goal"] = torch.cuda.max_memory_allocated() / 2**30 <= GOALS["finetune_32k_within_gb"]
         del inputs, input_ids
         section.save()
     section.data["weights_and_optimizer_gb"] = weights_gb
-    within = [r["length_nt"] for r in section.data["lengths"] if r.get("status") == "ok"]
-    section.data["longest_length_measured"] = max(within) if within else None
+    within = [r["length_nt"] for r in section.data["lengths"] if r.get("status") == "ok" and r["stride"] == 1]
+    section.data["longest_length_measured"] = max(within) if within else None  # one code per nt, as before strides
+    for row in section.data["lengths"]:
+        if row.get("status") == "ok":
+            per_stride = section.data.setdefault("longest_length_measured_per_stride", {})
+            per_stride[str(row["stride"])] = max(per_stride.get(str(row["stride"]), 0), row["length_nt"])
+    section.data["cost_model"] = fit_cost_model(list(per_sequence.items()))
     if cuda and section.left() > 10:
         ids = torch.randint(0, shape.vocab, (1, 1024), generator=generator).to(device)
         inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids, dtype=torch.bool), "labels": torch.zeros(1, dtype=torch.long, device=device)}
         section.data["flash_attention"] = flash_attention_check(model, inputs, device)
     longest = section.data["lengths"][-1]
     section.data["longest_length_note"] = (
-        f"{longest['length_nt']:,} nt: {longest.get('status', 'not run')}"
+        f"{longest['length_nt']:,} nt at stride {longest['stride']} ({longest['tokens']:,} tokens): {longest.get('status', 'not run')}"
         + (f", peak {longest['peak_memory_gb']} GB" if longest.get("peak_memory_gb") is not None else "")
         + ". Attention that materialises its scores needs heads x L^2 x 2 bytes per layer and sequence "
         f"({longest['attention_scores_if_materialised_gb_per_layer']:,} GB here): the paper's out-of-memory at 250k. "
@@ -933,9 +948,11 @@ def markdown(result: dict) -> str:
             lines.append(f"\nFlash attention serves: {json.dumps(data['flash_attention'])}")
         lines.append("")
     if "finetune" in sections:
-        lines += ["## finetune: LoRA, gradient checkpointing", "", "| length (nt) | batch | status | step s | tokens/s | peak GB |", "|---|---|---|---|---|---|"]
+        lines += ["## finetune: LoRA, gradient checkpointing", "",
+                  "| length (nt) | stride | tokens | batch | status | step s | tokens/s | peak GB |", "|---|---|---|---|---|---|---|---|"]
         for row in sections["finetune"].get("lengths", []):
-            lines.append(f"| {row['length_nt']:,} | {row['batch']} | {row.get('status', '–')} | {_fmt((row.get('step_seconds') or [None])[-1])} | "
+            lines.append(f"| {row['length_nt']:,} | {row.get('stride', 1)} | {row.get('tokens', row['length_nt']):,} | {row['batch']} | "
+                         f"{row.get('status', '–')} | {_fmt((row.get('step_seconds') or [None])[-1])} | "
                          f"{_fmt(row.get('tokens_per_second'))} | {_fmt(row.get('peak_memory_gb'))} |")
         for key in ("longest_length_note", "flash_attention"):
             if key in sections["finetune"]:

@@ -99,6 +99,11 @@ def test_encode_pretrain_and_finetune_sections_measure_what_they_name(smoke):
     lengths = sections["finetune"]["lengths"]
     assert [row["status"] for row in lengths] == ["ok"] * len(lengths)
     assert "predicted_step_seconds" in lengths[-1]  # the longest length is run only when its predicted step fits
+    # the long species inputs through a stride-8 tokenizer beside one code per nt; the encoder sees ceil(nt / stride) tokens
+    assert {row["stride"] for row in lengths} == {1, 8}
+    assert all(row["tokens"] == -(-row["length_nt"] // row["stride"]) for row in lengths)
+    assert sections["finetune"]["longest_length_measured_per_stride"]["8"] > sections["finetune"]["longest_length_measured"]
+    assert sections["finetune"]["cost_model"]["r_squared"] is not None
 
 
 def test_smoke_compiles_the_vq_encoder_once_and_says_whether_the_compile_pays(smoke):
