@@ -545,6 +545,23 @@ def test_small_dry_run_plans_the_paper_in_miniature(tmp_path):
     assert counts["tokenize_dataset"] == 4 * 3  # each dataset encoded once per tokenizer, for all its runs and seeds
 
 
+def test_stride_dry_run_plans_the_stride_ablation(tmp_path):
+    """config/stride.yaml: VQ-VAE and HRQ at s = 1, 2, 4, 8, 16 measured; s = 1, 4, 8 fine-tuned beside s-mers and BPE."""
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    result = _in_repo("--dry-run", "--cores", "1", "--directory", str(tmp_path), "--configfile", "config/stride.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = _job_counts(result.stdout + result.stderr)
+    config = yaml.safe_load((REPO / "config" / "stride.yaml").read_text())
+    assert config["ablations"]["stride"]["values"] == [1, 2, 4, 8, 16]
+    # 2 learned tokenizers x 5 strides (1 is the base itself) + 4-mer, 8-mer and BPE
+    assert counts["train_tokenizer"] == counts["evaluate_tokenizer"] == 2 * 5 + 3
+    assert counts["linear_probe"] == 13 * 3  # every tokenizer probed on the three datasets
+    runs = config["finetune"]["runs"]
+    assert {config["runs"][r]["tokenizer"] for r in runs} == {"vq", "vq_stride4", "vq_stride8", "hrq_stride8", "kmer4", "kmer8", "bpe"}
+    assert counts["pretrain_mlm"] == len(runs) == 7 and counts["finetune"] == 7 * 3 * 3
+    assert counts["tokenize_genome"] == 7 * 6
+
+
 def test_reproduce_dry_run_plans_every_table_job():
     """config/reproduce.yaml: datasets x seeds x runs, sweep variants, probes and baselines, counted from the sheets.
 
