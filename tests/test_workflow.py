@@ -261,7 +261,7 @@ def test_each_dataset_is_encoded_once_per_tokenizer_and_read_by_all_its_runs(wor
     """tiny and tiny_random share vq512: one tokenize_dataset job per (tokenizer, dataset), whatever the runs and seeds."""
     jobs = Counter(re.findall(r"rule tokenize_dataset:\n(?:    .*\n)*?    wildcards: tokenizer=(\S+), dataset=(\S+)", workflow_run.output))
     datasets = [d["dataset"] for d in workflow_run.datasets]
-    used = {(tokenizer, dataset) for tokenizer in ("vq512", "kmer6") for dataset in datasets}
+    used = {(tokenizer, dataset) for tokenizer in ("vq512", "kmer6", "vq_s4") for dataset in datasets}
     probed = {(tokenizer, "prom_core_notata") for tokenizer in ("vq512", "kmer6", "vq512_code_size256")}
     assert set(jobs) == used | probed and set(jobs.values()) == {1}
 
