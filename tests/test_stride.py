@@ -63,7 +63,7 @@ def test_one_code_per_stride_nucleotides_and_logits_for_every_base(make, length)
     ids = _ids(length)
     out = model(onehot(ids), ids)
     assert out.logits.shape == (3, length, 5)
-    assert [tuple(c.shape) for c in out.codes] == [(3, math.ceil(length / STRIDE))] * model.config.level_sizes.__len__()
+    assert [tuple(c.shape) for c in out.codes] == [(3, math.ceil(length / STRIDE))] * len(model.config.level_sizes)
     model.eval()
     codes = model.encode(onehot(ids))
     assert [tuple(c.shape) for c in codes] == [(3, math.ceil(length / STRIDE))] * len(codes)
@@ -90,7 +90,7 @@ def test_tail_padding_is_held_at_zero_so_real_positions_see_what_they_would_unpa
     assert not torch.allclose(unheld[-1][:, :30], unpadded[-1])
 
 
-def test_the_last_code_of_a_sequence_does_not_depend_on_bases_it_does_not_cover():
+def test_a_changed_base_moves_only_the_codes_within_the_encoders_reach():
     """Codes cover disjoint stretches of s bases, but the convolutions see context: only codes near a change move."""
     model = _vq().eval()
     ids = _ids(64, rows=1)
