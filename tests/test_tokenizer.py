@@ -21,7 +21,7 @@ from vqdna.tokenizer.api import VQTokenizer, load_tokenizer, onehot, tokenizer_h
 from vqdna.tokenizer.evaluate import evaluate_tokenizer
 from vqdna.tokenizer.train import train_tokenizer
 from vqdna.tokenizer.vq import VQVAE, EMACodebook, VQConfig, nearest_code
-from vqdna.windows import WindowSettings, write_windows
+from vqdna.windows import WindowSettings, read_base_ids, write_windows
 
 TINY = dict(width=16, depth=1, codebook_size=16)
 
@@ -393,6 +393,21 @@ def test_train_tokenizer_writes_a_measured_tokenizer(trained):
     assert loaded.hash == written["tokenizer_hash"]
     assert loaded.config.width == 16 and loaded.config.codebook_size == 16
     assert bool(loaded.model.codebooks[0].initialized) and int(loaded.model.codebooks[0].step) == 4
+
+
+def test_a_dev_split_measurement_reads_dev_windows_and_says_so(trained, windows_file, tmp_path):
+    out, _ = trained
+    settings = {"heldout_windows": 1000, "probe_windows": 32}
+    test = evaluate_tokenizer(out, [windows_file], settings, tmp_path / "test.json")
+    dev = evaluate_tokenizer(out, [windows_file], settings, tmp_path / "dev.json", split="dev")
+    assert "heldout_split" not in test  # the workflow's metrics.json keeps its shape
+    assert json.loads((tmp_path / "dev.json").read_text())["heldout_split"] == "dev"
+    assert dev["heldout_windows"] == len(read_base_ids(windows_file, "dev")) != 0
+    assert test["heldout_windows"] == len(read_base_ids(windows_file, "test"))
+    assert dev["levels"][0]["code_counts"] != test["levels"][0]["code_counts"]
+    with pytest.raises(VqdnaError, match="split 'train'"):
+        evaluate_tokenizer(out, [windows_file], settings, tmp_path / "train.json", split="train")
+    assert not (tmp_path / "train.json").exists()
 
 
 def test_train_tokenizer_is_reproducible(trained, windows_file, tmp_path):

@@ -112,13 +112,21 @@ def measure_baseline(tokenizer, heldout: np.ndarray) -> dict:
     return {"reconstruction_accuracy": level["reconstruction_accuracy"], "tokens_per_nt": tokens_per_nt, "levels": [level]}
 
 
-def evaluate_tokenizer(tokenizer_dir: str | Path, window_files: list[str | Path], settings: dict, output: str | Path) -> dict:
-    """Write ``metrics.json`` of the tokenizer in ``tokenizer_dir`` (training summary included)."""
+def evaluate_tokenizer(
+    tokenizer_dir: str | Path, window_files: list[str | Path], settings: dict, output: str | Path, *, split: str = "test"
+) -> dict:
+    """Write ``metrics.json`` of the tokenizer in ``tokenizer_dir`` (training summary included).
+
+    ``split="dev"`` measures on the dev-split windows instead, for choosing tokenizer settings without looking at
+    the test split; such a file names its split (``heldout_split``), a test one keeps the workflow's shape.
+    """
+    if split not in ("test", "dev"):
+        raise VqdnaError(f"evaluate_tokenizer: split {split!r} is not one of test, dev")
     config = TokenizerEvalConfig(**settings)
     tokenizer_dir = Path(tokenizer_dir)
     tokenizer = load_tokenizer(tokenizer_dir)
     paths = [Path(p) for p in window_files]
-    heldout = subsample(load_windows(paths, "test"), config.heldout_windows, config.seed)
+    heldout = subsample(load_windows(paths, split), config.heldout_windows, config.seed)
     if isinstance(tokenizer, VQTokenizer):
         probe_train = subsample(load_windows(paths, "train"), config.probe_windows, config.seed + 1)
         result = measure_learned(tokenizer, probe_train, heldout)
@@ -131,6 +139,7 @@ def evaluate_tokenizer(tokenizer_dir: str | Path, window_files: list[str | Path]
         tokenizer_hash=tokenizer.hash,
         evaluation=asdict(config),
         training=json.loads(training.read_text()) if training.is_file() else None,
+        **({"heldout_split": split} if split != "test" else {}),
     )
     write_json(output, result)
     return result
