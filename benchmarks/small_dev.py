@@ -1,4 +1,4 @@
-"""Dev-split evidence for the fine-tuning settings of config/small.yaml: each variant scored on dev, never on test.
+"""Dev-split evidence for a config's fine-tuning settings (config/small.yaml by default): each variant scored on dev, never on test.
 
     snakemake --cores all --configfile config/small.yaml -- results/pretrain/vq_bert/model.safetensors \
         results/dataset_tokens/vq/mouse_tf_0/dev.parquet  # what the variants start from
@@ -119,7 +119,7 @@ def main() -> None:
                 print(json.dumps({k: row[k] for k in ("run", "dataset", "variant", "seed", "best_dev", "best_epoch", "dev_curve", "seconds")}))
                 rows = _read_rows(args.output) + [row]  # read again: another sitting may have added rows meanwhile
                 args.output.parent.mkdir(parents=True, exist_ok=True)
-                args.output.write_text(json.dumps({"what": __doc__.splitlines()[0], "rows": rows}, indent=1) + "\n")
+                args.output.write_text(json.dumps({"what": __doc__.splitlines()[0], "config": args.config.name, "rows": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
