@@ -739,7 +739,9 @@ def test_the_dev_grid_fine_tunes_a_variant_of_the_configs_own_settings_and_keeps
     ]
     result = subprocess.run(command, cwd=workflow_run.workdir, env=snakemake_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    (row,) = json.loads(output.read_text())["rows"]
+    grid = json.loads(output.read_text())
+    assert grid["config"] == "config.yaml"  # which config's settings the rows vary
+    (row,) = grid["rows"]
     assert (row["run"], row["dataset"], row["variant"], row["seed"], row["mode"]) == ("tiny", "six_genomes", "full_one_epoch", 0, "full")
     assert len(row["dev_curve"]) == 1 and row["best_dev"] == row["dev_curve"][0]
     assert "test" not in json.dumps(row)  # chosen on dev: test scores are never kept
