@@ -2,7 +2,7 @@
 
     python benchmarks/table7a_ablation.py                      # 8 trainings, width 64, 400 steps each
     python benchmarks/table7a_ablation.py --sizes 128 512 --steps 200 --work-dir /tmp/t7a   # resumable
-    python benchmarks/table7a_ablation.py --stride 4 --output benchmarks/results/table7a_stride4.json
+    python benchmarks/table7a_ablation.py --models vq --stride 4 --output benchmarks/results/stride/table7a_vq_stride4.json
 
 Each cell trains a tokenizer with the pipeline's own ``train_tokenizer`` on
 windows (length 512) of E. coli K-12, phage lambda and the human chr22 slice,
