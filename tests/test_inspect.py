@@ -143,7 +143,7 @@ def test_kmer_usage_counts_token_ids_over_the_tokenizer_vocabulary(made):
     p = counts / counts.sum()
     text = inspect_path(made["kmer_tokens"], rows=0, tokenizer_dir=made["kmer"])
     used, size, shown_perplexity, top = _usage(text)
-    assert (used, size, top) == (len(codes), 5**3 + 5, int(codes[np.argmax(counts)]))
+    assert (used, size, top) == (len(codes), 4**3 + 1 + 5, int(codes[np.argmax(counts)]))
     assert shown_perplexity == pytest.approx(float(np.exp(-(p * np.log(p)).sum())), abs=0.005)
     kmer = KmerTokenizer(KmerConfig(k=3, overlapping=False)).decode([np.array([[top]])])[0]
     assert re.search(rf"top \d+: {top} {kmer} ", text)
@@ -181,13 +181,19 @@ def test_decode_through_the_cli_guesses_the_workflow_folders_and_writes_nothing(
     assert sorted((p, p.stat().st_mtime_ns) for p in made["folder"].rglob("*")) == before
 
 
-def test_kmer_decode_gives_back_the_window_with_its_n(made):
+def test_kmer_decode_shows_the_bases_an_unknown_kmer_hid(made):
     sequences = pq.read_table(made["windows"], columns=["sequence"]).column("sequence").to_pylist()
     row = next(i for i, s in enumerate(sequences) if "N" in s)
     text = decode_row(made["kmer_tokens"], row, tokenizer_dir=made["kmer"], windows_path=made["windows"])
-    assert f"    window   {sequences[row]}" in text and f"    decoded  {sequences[row]}" in text
-    assert f"differing positions: 0 of {WINDOW - sequences[row].count('N')} called bases" in text
-    assert f"reference N: {sequences[row].count('N')} positions, 0 of them decoded as a base" in text
+    window = sequences[row]
+    # non-overlapping 3-mers over ACGT: a 3-mer with an N is the unknown id and decodes as NNN; the tail is kept
+    whole = len(window) // 3 * 3
+    expected = "".join("NNN" if "N" in window[i : i + 3] else window[i : i + 3] for i in range(0, whole, 3)) + window[whole:]
+    lost = sum(a != b for a, b in zip(window, expected, strict=True))
+    assert lost > 0
+    assert f"    window   {window}" in text and f"    decoded  {expected}" in text
+    assert f"differing positions: {lost} of {WINDOW - window.count('N')} called bases" in text
+    assert f"reference N: {window.count('N')} positions, 0 of them decoded as a base" in text
     assert "    tokens   |  |" in text  # non-overlapping 3-mers start every third base
 
 

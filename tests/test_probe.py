@@ -219,21 +219,21 @@ def test_vq_tokenizer_features_are_the_mean_code_embedding(tmp_path):
 def test_baseline_tokenizer_features_are_token_id_histograms(gc_dataset, tmp_path):
     KmerTokenizer(KmerConfig(k=3)).save(tmp_path / "kmer3")
     tokenizer = load_tokenizer(tmp_path / "kmer3")
-    # overlapping 3-mers of ACGTA: ACG CGT GTA, ids in base 5 over ACGTN: 0*25+1*5+2, 1*25+2*5+3, 2*25+3*5+0
+    # overlapping 3-mers of ACGTA: ACG CGT GTA, ids in base 4 over ACGT: 0*16+1*4+2, 1*16+2*4+3, 2*16+3*4+0
     histogram = tokenizer_features(tokenizer, tokenizer.encode(["ACGTA", "NNNAC"]))
-    assert sp.issparse(histogram) and histogram.shape == (2, 125)
-    expected = np.zeros((2, 125))
-    expected[0, [7, 38, 65]] = 1 / 3
-    expected[1, [4 * 25 + 4 * 5 + 4, 4 * 25 + 4 * 5 + 0, 4 * 25 + 0 * 5 + 1]] = 1 / 3  # NNN NNA NAC
+    assert sp.issparse(histogram) and histogram.shape == (2, 65)
+    expected = np.zeros((2, 65))
+    expected[0, [6, 27, 44]] = 1 / 3
+    expected[1, 64] = 1  # NNN NNA NAC: all three the unknown id
     assert histogram.toarray() == pytest.approx(expected)
-    used = [np.zeros(125, dtype=bool)]
+    used = [np.zeros(65, dtype=bool)]
     tokenizer_features(tokenizer, tokenizer.encode(["ACGTA", "NNNAC", "ACGAC"]), used=used)  # ACG again, then CGA GAC
-    assert used[0].sum() == 3 + 3 + 2
+    assert used[0].sum() == 3 + 1 + 2
 
     spec, dataset = gc_dataset
     result = linear_probe(spec, dataset, tmp_path / "out", tokenizer_dir=tmp_path / "kmer3", features="tokenizer")
-    assert result["feature_dim"] == 125 and "sparse" in result["standardisation"]
-    assert 0 < result["token_usage"] <= 64 / 125  # the dataset has no N: at most the 64 ACGT 3-mers
+    assert result["feature_dim"] == 65 and "sparse" in result["standardisation"]
+    assert 0 < result["token_usage"] <= 64 / 65  # the dataset has no N: at most the 64 ACGT 3-mers
     assert result["test"]["accuracy"] > 0.9
     _check_against_scikit_learn(tmp_path / "out", result)
 

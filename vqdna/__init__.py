@@ -4,13 +4,14 @@ __version__ = "0.1.0"
 
 # The workflow passes each stage's number as a param: bump one when a code change
 # alters what that stage writes, and Snakemake reruns it (and what depends on it).
-# Snakemake's own code trigger does not see the package.
+# Snakemake's own code trigger does not see the package. train_tokenizer's is per
+# tokenizer type, so a change to the k-mer ids reruns no learned tokenizer.
 STAGE_VERSIONS = {
     "download_genome": 1,
     "download_archive": 1,
     "unpack_archive": 1,
     "make_windows": 1,
-    "train_tokenizer": 3,
+    "train_tokenizer": {"vq": 3, "hrq": 3, "kmer": 4, "bpe": 3, "char": 3},  # kmer 4: 4^k + 1 ids over ACGT
     "evaluate_tokenizer": 3,
     "tokenize_genome": 1,
     "pretrain_mlm": 3,

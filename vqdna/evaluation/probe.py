@@ -6,7 +6,7 @@ Two kinds of features, nothing trained but the linear model on top:
   sequence the mean over its positions of the code embedding (eq. 2; HRQ: the
   mean over levels, eq. 10, as ``VQTokenizer.embed`` gives it), a (D,) vector.
   A baseline tokenizer (k-mer, BPE, char) has no embedding, so a sequence is
-  the normalised histogram of its token ids: their vocabularies (5^6 = 15,625
+  the normalised histogram of its token ids: their vocabularies (4^6 + 1 = 4,097
   overlapping 6-mers at most, 4,096 BPE merges by default, 5 chars) are small
   enough for a sparse (N, V) matrix.
 - ``encoder``: the mean over tokens of a pretrained encoder's last hidden

@@ -58,6 +58,8 @@ def load_tokenizer(directory: str | Path, device: torch.device | str | None = No
         return VQTokenizer(model, hash=digest, device=device)
     if kind in BASELINE_TYPES:
         config_class, tokenizer_class = BASELINE_TYPES[kind]
+        if kind == "kmer" and "alphabet" not in raw:  # vqdna before stage 4 of train_tokenizer: ids over ACGTN
+            raise VqdnaError(f"{directory / CONFIG_FILE}: a k-mer tokenizer of an older vqdna (5^k ids over ACGTN); retrain it")
         if tokenizer_class is BPETokenizer:
             return BPETokenizer(config_class(**raw), BPETokenizer.load_model(directory), hash=digest)
         return tokenizer_class(config_class(**raw), hash=digest)

@@ -1,15 +1,19 @@
 """The tokenizers VQDNA is compared against, behind the same interface as the learned ones.
 
-- ``kmer``: k-mers over A,C,G,T,N; overlapping (stride 1, DNABERT's 3-mer and
-  6-mer) or non-overlapping (stride k, the Nucleotide Transformer's 6-mer, whose
-  leftover tail bases become single-base tokens);
+- ``kmer``: k-mers over A,C,G,T, and one unknown id for every k-mer with an N
+  (DNABERT's vocabulary: 4^k k-mers, not 5^k, which at k = 8 would be a 390,625-row
+  embedding 96% of which no window uses); overlapping (stride 1, DNABERT's 3-mer
+  and 6-mer) or non-overlapping (stride k, the Nucleotide Transformer's 6-mer,
+  whose leftover tail bases become single-base tokens);
 - ``bpe``: byte-pair encoding trained with HF ``tokenizers`` on the same
   windows (DNABERT-2 style, vocabulary 4096 by default);
 - ``char``: one token per base (HyenaDNA's one-hot input).
 
 Ids index each tokenizer's own vocabulary; every tokenizer decodes its ids back
-to the exact input (N included). ``token_starts`` gives each token's offset in
-the sequence. Baselines carry no fixed embedding: the encoder learns one.
+to the exact input, except that a k-mer tokenizer over ACGT decodes a base as N
+where every k-mer over it is unknown (``alphabet: ACGTN`` gives every k-mer its
+own id, 5^k of them, and exact round trips). ``token_starts`` gives each token's
+offset in the sequence. Baselines carry no fixed embedding: the encoder learns one.
 """
 
 from __future__ import annotations
@@ -26,16 +30,40 @@ from vqdna.genome import BASES, base_ids, bases_from_ids, normalise_sequence
 from vqdna.tokenizer.folder import BPE_FILE, CONFIG_FILE, tokenizer_hash
 
 
+KMER_ALPHABETS = ("ACGT", "ACGTN")  # prefixes of BASES, so a k-mer's digits are base ids
+
+
 @dataclass
 class KmerConfig:
     type: str = "kmer"
     k: int = 6
     overlapping: bool = True
+    alphabet: str = "ACGT"  # k-mers over these bases get an id each; any other k-mer shares the unknown id
+
+    def __post_init__(self):
+        if self.alphabet not in KMER_ALPHABETS:
+            raise VqdnaError(f"kmer: alphabet {self.alphabet!r} is not one of {', '.join(KMER_ALPHABETS)}")
+        if self.k < 1:
+            raise VqdnaError(f"kmer: k={self.k} must be at least 1")
+
+    @property
+    def kmer_ids(self) -> int:
+        return len(self.alphabet) ** self.k
+
+    @property
+    def unknown_id(self) -> int | None:
+        """The id of every k-mer with a base outside the alphabet; None when the alphabet has them all."""
+        return self.kmer_ids if len(self.alphabet) < len(BASES) else None
+
+    @property
+    def tail_offset(self) -> int:
+        """A leftover tail base b of a non-overlapping k-mer tokenizer is tail_offset + b."""
+        return self.kmer_ids + (self.unknown_id is not None)
 
     @property
     def level_sizes(self) -> list[int]:
-        # every k-mer over ACGTN, then (non-overlapping only) the single bases of a leftover tail
-        return [len(BASES) ** self.k + (0 if self.overlapping else len(BASES))]
+        # the k-mers, the unknown id, then (non-overlapping only) the single bases of a leftover tail
+        return [self.tail_offset + (0 if self.overlapping else len(BASES))]
 
 
 @dataclass
@@ -103,21 +131,28 @@ class BaselineTokenizer(ABC):
 
 
 class KmerTokenizer(BaselineTokenizer):
-    """A k-mer's id is its base-5 number over ACGTN; a leftover base b of a non-overlapping tail is 5^k + b."""
+    """A k-mer's id is its number in base len(alphabet); the unknown id and the tail bases follow (see KmerConfig)."""
 
     config: KmerConfig
 
     def encode_with_starts(self, sequences: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-        k, out = self.config.k, []
-        powers = len(BASES) ** np.arange(k - 1, -1, -1)
+        config, out = self.config, []
+        k, radix = config.k, len(config.alphabet)
+        powers = radix ** np.arange(k - 1, -1, -1)
+        stride = 1 if config.overlapping else k
         for sequence in sequences:
             ids = base_ids(sequence).astype(np.int64)
-            stride = 1 if self.config.overlapping else k
             starts = np.arange(0, max(0, len(ids) - k + 1), stride)
-            kmers = np.lib.stride_tricks.sliding_window_view(ids, k)[starts] @ powers if len(starts) else np.empty(0, np.int64)
-            if not self.config.overlapping:
+            if len(starts):
+                digits = np.lib.stride_tricks.sliding_window_view(ids, k)[starts]
+                kmers = digits @ powers
+                if config.unknown_id is not None:
+                    kmers[(digits >= radix).any(axis=1)] = config.unknown_id
+            else:
+                kmers = np.empty(0, np.int64)
+            if not config.overlapping:
                 tail = np.arange(len(starts) * k, len(ids))
-                kmers = np.concatenate([kmers, len(BASES) ** k + ids[tail]])
+                kmers = np.concatenate([kmers, config.tail_offset + ids[tail]])
                 starts = np.concatenate([starts, tail])
             elif len(ids) < k:  # too short for one k-mer: nothing to say about it
                 raise VqdnaError(f"kmer: sequence of {len(ids)} nt is shorter than k={k}")
@@ -125,16 +160,21 @@ class KmerTokenizer(BaselineTokenizer):
         return out
 
     def decode(self, codes: list[np.ndarray]) -> list[str]:
-        k, out = self.config.k, []
-        digits = len(BASES) ** np.arange(k - 1, -1, -1)
+        config, out = self.config, []
+        radix, n = len(config.alphabet), BASES.index("N")
+        powers = radix ** np.arange(config.k - 1, -1, -1)
         for c in codes:
             ids = np.asarray(c[0], dtype=np.int64)
-            whole = ids[ids < len(BASES) ** k]
-            kmers = (whole[:, None] // digits) % len(BASES)  # (tokens, k) base ids
-            if self.config.overlapping:
-                bases = np.concatenate([kmers[0], kmers[1:, -1]]) if len(kmers) else np.empty(0, np.int64)
+            whole = ids[ids < config.tail_offset]
+            kmers = (whole[:, None] // powers) % radix  # (tokens, k) base ids
+            known = whole < config.kmer_ids
+            if config.overlapping:
+                # A base is lost only where every k-mer over it is unknown (an N, or a gap of < k bases between Ns).
+                bases = np.full(len(whole) + config.k - 1 if len(whole) else 0, n, dtype=np.int64)
+                bases[np.flatnonzero(known)[:, None] + np.arange(config.k)] = kmers[known]
             else:
-                bases = np.concatenate([kmers.ravel(), ids[ids >= len(BASES) ** k] - len(BASES) ** k])
+                kmers[~known] = n
+                bases = np.concatenate([kmers.ravel(), ids[ids >= config.tail_offset] - config.tail_offset])
             out.append(bases_from_ids(bases.astype(np.uint8)))
         return out
 

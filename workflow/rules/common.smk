@@ -137,6 +137,10 @@ def get_tokenizer_settings(wildcards):
     return canonical_json(PLAN.tokenizers[wildcards.tokenizer].training_settings)
 
 
+def get_train_tokenizer_version(wildcards):
+    return STAGE_VERSIONS["train_tokenizer"][PLAN.tokenizers[wildcards.tokenizer].type]
+
+
 def get_tokenizer_evaluation(wildcards):
     return canonical_json(PLAN.tokenizers[wildcards.tokenizer].evaluation_settings)
 

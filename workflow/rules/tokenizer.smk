@@ -22,7 +22,7 @@ rule train_tokenizer:
     params:
         settings=get_tokenizer_settings,
         folder=output_folder,
-        version=STAGE_VERSIONS["train_tokenizer"],
+        version=get_train_tokenizer_version,
     shell:
         "python -m vqdna train-tokenizer --name {wildcards.tokenizer} --settings {params.settings:q}"
         " --windows {input:q} --output {params.folder:q} --threads {threads} > {log:q} 2>&1"
