@@ -307,3 +307,58 @@ def test_a_run_may_set_its_own_learning_rate_in_place_of_the_datasets(stage3, tm
     result = finetune(*args, tmp_path / "out", device="cpu")
     assert result["learning_rate"] == 1e-5 != stage3["spec"].learning_rate
     assert stage3["result"]["learning_rate"] == stage3["spec"].learning_rate
+
+
+# -- the head's pooling (finetune.pooling) ----------------------------------------------------------
+
+
+def _pooling_classifier(pooling: str) -> VqdnaForSequenceClassification:
+    torch.manual_seed(0)
+    config = VqdnaConfig(vocab_sizes=[16], code_embedding_dim=12, num_labels=2, classifier_pooling=pooling, **TINY_ENCODER)
+    return VqdnaForSequenceClassification(config).eval()
+
+
+def test_each_pooling_reduces_only_the_real_positions():
+    hidden = TINY_ENCODER["hidden_size"]
+    states = torch.randn(2, 5, hidden)
+    states[1, 3:] = 100.0  # padding of row 1, larger than any real value: it must not show in max or mean
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    real_mean = torch.stack([states[0].mean(0), states[1, :3].mean(0)])
+    real_max = torch.stack([states[0].amax(0), states[1, :3].amax(0)])
+    assert torch.allclose(_pooling_classifier("mean").pool(states, mask), real_mean)
+    assert torch.equal(_pooling_classifier("max").pool(states, mask), real_max)
+    assert torch.allclose(_pooling_classifier("mean_max").pool(states, mask), torch.cat([real_mean, real_max], -1))
+    assert _pooling_classifier("mean_max").classifier[0].in_features == 2 * hidden
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max", "mean_max"])
+def test_a_rows_logits_do_not_depend_on_the_padding_of_its_batch(pooling):
+    model = _pooling_classifier(pooling)
+    short, long = torch.randint(0, 16, (1, 7)), torch.randint(0, 16, (1, 11))
+    alone = model(input_ids=short).logits
+    batch = torch.cat([torch.cat([short, torch.zeros(1, 4, dtype=torch.long)], 1), long])
+    mask = torch.tensor([[1] * 7 + [0] * 4, [1] * 11])
+    assert torch.allclose(model(input_ids=batch, attention_mask=mask).logits[0], alone[0], atol=1e-5)
+
+
+def test_an_unknown_pooling_is_a_one_line_error(stage3, tmp_path):
+    folder = stage3["folder"]
+    with pytest.raises(VqdnaError, match=r"^finetune.pooling: 'cls' is not one of mean, max, mean_max$"):
+        finetune(stage3["spec"], {"pooling": "cls"}, 0, folder / "pretrained", folder / "tokenizer", folder / "dataset", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_a_max_pooled_run_records_its_pooling_and_predict_reproduces_its_test_predictions(stage3, mode, tmp_path):
+    folder = stage3["folder"]
+    settings = {"mode": mode, "pooling": "mean_max" if mode == "full" else "max"}
+    result = finetune(stage3["spec"], settings, 0, folder / "pretrained", folder / "tokenizer", folder / "dataset", tmp_path / "run", device="cpu")
+    assert result["pooling"] == settings["pooling"] and "pooling" not in stage3["result"]  # the default leaves metrics.json as it was
+    assert result["test"] != stage3["result"]["test"] or result["history"] != stage3["result"]["history"]
+    sequences, labels = read_split(folder / "dataset" / "test.parquet")
+    (tmp_path / "test.csv").write_text("sequence,label\n" + "".join(f"{s},{y}\n" for s, y in zip(sequences, labels)))
+    predict(folder / "tokenizer", tmp_path / "run", tmp_path / "test.csv", tmp_path / "predictions.parquet")
+    ours = pq.read_table(tmp_path / "predictions.parquet")
+    written = np.array(pq.read_table(tmp_path / "run" / "predictions.parquet").column("logits").to_pylist())
+    probabilities = np.exp(written) / np.exp(written).sum(1, keepdims=True)
+    assert np.allclose(np.stack([ours.column(f"probability_{k}").to_numpy() for k in (0, 1)], 1), probabilities, atol=1e-5)

@@ -194,11 +194,13 @@ def load_finetuned(run_dir: Path, pretrained_dir: str | Path | None = None) -> t
             return VqdnaForSequenceClassification.from_pretrained(run_dir / FULL_MODEL).eval(), run_dir / FULL_MODEL
     base_dir = base_model_dir(run_dir, pretrained_dir)
     num_labels = _num_labels(run_dir)
+    metrics = _run_metrics(run_dir)
     with _without_load_report():
         base = VqdnaForSequenceClassification.from_pretrained(
-            base_dir, num_labels=num_labels, problem_type="regression" if num_labels == 1 else "single_label_classification"
+            base_dir, num_labels=num_labels, problem_type="regression" if num_labels == 1 else "single_label_classification",
+            classifier_pooling=metrics.get("pooling", "mean"),  # the head's, recorded where not the default
         )
-    expected = _run_metrics(run_dir).get("base_weights_sha256")
+    expected = metrics.get("base_weights_sha256")
     if expected and weights_fingerprint(dict(base.named_parameters())) != expected:
         raise VqdnaError(
             f"{base_dir} is not the model {run_dir} was fine-tuned from (base weights sha256 differs from its metrics.json); "

@@ -3,9 +3,10 @@
 Frozen tokenizer -> codes; pretrained encoder with LoRA adapters (peft), or
 every encoder weight trained (``mode: full``: the fair setting for a randomly
 initialised control, whose frozen random weights LoRA could not fix), and an
-MLP head on mean-pooled states; AdamW with linear warm-up and decay; the dev
-split is scored after every epoch and the best epoch's adapters and head are
-kept; the test split is scored once, at the end, with that best state.
+MLP head on pooled states (``pooling``: mean by default, max or mean_max);
+AdamW with linear warm-up and decay; the dev split is scored after every epoch
+and the best epoch's adapters and head are kept; the test split is scored
+once, at the end, with that best state.
 
 Why our own loop, not HF ``Trainer`` or ``accelerate``: the loop in
 :func:`train_epochs` is some 20 lines, and PEFT's LoRA model trains the same
@@ -42,6 +43,7 @@ from vqdna.artifacts import atomic_dir, parquet_writer, with_metadata, write_jso
 from vqdna.batching import evaluation_batches, padding_fraction, token_lengths, training_batches
 from vqdna.dataset_tokens import dataset_codes
 from vqdna.datasets.spec import DatasetSpec
+from vqdna.lm.configuration import CLASSIFIER_POOLINGS
 from vqdna.lm.modeling import VqdnaForSequenceClassification
 from vqdna.metrics import classification_metrics, regression_metrics
 from vqdna.runtime import (
@@ -91,6 +93,9 @@ class FinetuneSettings:
     # a small encoder's step (profiled: 32 x 101 nt, 4 x 128): small models may do without.
     hidden_dropout: float | None = None
     eval_batch_size: int = 128
+    # How the head reduces the encoder's states (``VqdnaConfig.classifier_pooling``): mean (the
+    # default, as before), max or mean_max. Not published by the paper; config/README.md has the dev evidence.
+    pooling: str = "mean"
 
     @classmethod
     def from_settings(cls, settings: dict) -> "FinetuneSettings":
@@ -99,6 +104,8 @@ class FinetuneSettings:
         options = cls(lora=lora, **settings)
         if options.mode not in FINETUNE_MODES:
             raise VqdnaError(f"finetune.mode: {options.mode!r} is not one of {', '.join(FINETUNE_MODES)}")
+        if options.pooling not in CLASSIFIER_POOLINGS:
+            raise VqdnaError(f"finetune.pooling: {options.pooling!r} is not one of {', '.join(CLASSIFIER_POOLINGS)}")
         return options
 
     def learning_rate_of(self, spec: DatasetSpec) -> float:
@@ -212,6 +219,7 @@ def load_model(
     model = VqdnaForSequenceClassification.from_pretrained(
         pretrained_dir,
         **overrides,
+        classifier_pooling=options.pooling,
         num_labels=spec.num_labels if spec.task == "classification" else 1,
         problem_type="regression" if spec.task == "regression" else "single_label_classification",
     )
@@ -357,6 +365,8 @@ def finetune(
         **({"lora": asdict(options.lora)} if options.mode == "lora" else {}),
         "attention_dropout": model.config.attention_probs_dropout_prob,
         "hidden_dropout": model.config.hidden_dropout_prob,
+        # Only where it is not the default: metrics.json keeps its shape, so no earlier run is redone.
+        **({"pooling": options.pooling} if options.pooling != "mean" else {}),
     }
     log.info("%s seed %d test %s", spec.dataset, seed, test_metrics)
     with atomic_dir(output_dir) as tmp:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from transformers import PretrainedConfig
 
 
+CLASSIFIER_POOLINGS = ("mean", "max", "mean_max")
+
+
 class VqdnaConfig(PretrainedConfig):
     """A BERT-style encoder over learned DNA codes.
 
@@ -13,6 +16,11 @@ class VqdnaConfig(PretrainedConfig):
     embedding (HRQ: eq. 10's mean over levels) projected to ``hidden_size``;
     without it (k-mer/BPE/char baselines) an ordinary learned embedding over
     ``vocab_sizes[0]``. Defaults: BERT-base, 12 x 768 x 12.
+
+    ``classifier_pooling`` is how the sequence classifier reduces the encoder's
+    states to one vector: ``mean`` over real positions (the default), ``max``
+    (per feature its largest value: a motif anywhere in the sequence shows
+    undiluted), or ``mean_max`` (both, concatenated).
     """
 
     model_type = "vqdna"
@@ -29,6 +37,7 @@ class VqdnaConfig(PretrainedConfig):
         hidden_dropout_prob: float = 0.1,
         attention_probs_dropout_prob: float = 0.1,
         classifier_dropout: float = 0.1,
+        classifier_pooling: str = "mean",
         layer_norm_eps: float = 1e-12,
         initializer_range: float = 0.02,
         rope_theta: float = 10000.0,
@@ -48,6 +57,7 @@ class VqdnaConfig(PretrainedConfig):
         self.hidden_dropout_prob = hidden_dropout_prob
         self.attention_probs_dropout_prob = attention_probs_dropout_prob
         self.classifier_dropout = classifier_dropout
+        self.classifier_pooling = classifier_pooling
         self.layer_norm_eps = layer_norm_eps
         self.initializer_range = initializer_range
         self.rope_theta = rope_theta
@@ -56,6 +66,8 @@ class VqdnaConfig(PretrainedConfig):
         self.tokenizer_type = tokenizer_type
         if hidden_size % num_attention_heads:
             raise ValueError(f"hidden_size {hidden_size} is not a multiple of num_attention_heads {num_attention_heads}")
+        if classifier_pooling not in CLASSIFIER_POOLINGS:
+            raise ValueError(f"classifier_pooling {classifier_pooling!r} is not one of {', '.join(CLASSIFIER_POOLINGS)}")
 
     @property
     def num_levels(self) -> int:

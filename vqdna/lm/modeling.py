@@ -245,14 +245,18 @@ class VqdnaForMaskedLM(VqdnaPreTrainedModel):
 
 
 class VqdnaForSequenceClassification(VqdnaPreTrainedModel):
-    """Mean-pooled encoder states -> MLP head. ``num_labels == 1`` (or problem_type "regression") regresses."""
+    """Pooled encoder states (``config.classifier_pooling``: mean, max or both) -> MLP head.
+
+    ``num_labels == 1`` (or problem_type "regression") regresses.
+    """
 
     def __init__(self, config: VqdnaConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.vqdna = VqdnaModel(config)
+        pooled_size = config.hidden_size * (2 if config.classifier_pooling == "mean_max" else 1)
         self.classifier = nn.Sequential(
-            nn.Linear(config.hidden_size, config.hidden_size),
+            nn.Linear(pooled_size, config.hidden_size),
             nn.GELU(),
             nn.Dropout(config.classifier_dropout),
             nn.Linear(config.hidden_size, config.num_labels),
@@ -263,6 +267,22 @@ class VqdnaForSequenceClassification(VqdnaPreTrainedModel):
     def is_regression(self) -> bool:
         return self.config.problem_type == "regression" or self.num_labels == 1
 
+    def pool(self, x: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, L, H) states -> (B, H), or (B, 2H) for mean_max; padding never counts."""
+        pooling = self.config.classifier_pooling
+        pooled = []
+        if pooling in ("mean", "mean_max"):
+            if attention_mask is None:
+                pooled.append(x.mean(1))
+            else:
+                weights = attention_mask.to(x.dtype)[..., None]
+                pooled.append((x * weights).sum(1) / weights.sum(1).clamp_min(1))
+        if pooling in ("max", "mean_max"):
+            if attention_mask is not None:
+                x = x.masked_fill(~attention_mask.bool()[..., None], torch.finfo(x.dtype).min)
+            pooled.append(x.amax(1))
+        return torch.cat(pooled, -1) if len(pooled) > 1 else pooled[0]
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -272,12 +292,7 @@ class VqdnaForSequenceClassification(VqdnaPreTrainedModel):
         **kwargs,
     ) -> SequenceClassifierOutput:
         x = self.vqdna(input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, H)
-        if attention_mask is None:
-            pooled = x.mean(1)
-        else:
-            weights = attention_mask.to(x.dtype)[..., None]
-            pooled = (x * weights).sum(1) / weights.sum(1).clamp_min(1)
-        logits = self.classifier(pooled)
+        logits = self.classifier(self.pool(x, attention_mask))
         loss = None
         if labels is not None:
             if self.is_regression:
