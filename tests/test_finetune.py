@@ -362,3 +362,11 @@ def test_a_max_pooled_run_records_its_pooling_and_predict_reproduces_its_test_pr
     written = np.array(pq.read_table(tmp_path / "run" / "predictions.parquet").column("logits").to_pylist())
     probabilities = np.exp(written) / np.exp(written).sum(1, keepdims=True)
     assert np.allclose(np.stack([ours.column(f"probability_{k}").to_numpy() for k in (0, 1)], 1), probabilities, atol=1e-5)
+
+
+def test_the_default_pooling_leaves_a_saved_config_as_it_was_and_others_are_saved(tmp_path):
+    _pooling_classifier("mean").config.save_pretrained(tmp_path / "mean")
+    assert "classifier_pooling" not in json.loads((tmp_path / "mean" / "config.json").read_text())
+    _pooling_classifier("mean_max").config.save_pretrained(tmp_path / "mean_max")
+    assert VqdnaConfig.from_pretrained(tmp_path / "mean_max").classifier_pooling == "mean_max"
+    assert VqdnaConfig.from_pretrained(tmp_path / "mean").classifier_pooling == "mean"

@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 
 pytestmark = pytest.mark.skipif(os.environ.get("VQDNA_TEST_SLURM") != "1", reason="VQDNA_TEST_SLURM not set")
 
-# Rules keep their GPU requests (two fake GPUs on the test node); threads match the local run's `--cores 2`.
+# Rules keep their GPU requests (two fake GPUs on the test node); threads match the local run's (conftest.TORCH_RULES).
 TEST_PROFILE = {
     "executor": "slurm",
     "jobs": 4,
@@ -34,7 +34,7 @@ TEST_PROFILE = {
     "slurm-status-command": "squeue",
     "default-resources": {"slurm_partition": "cpu", "slurm_account": "vqdna", "mem_mb": 2000, "runtime": 30},
     "set-resources": {rule: {"slurm_partition": "gpu", "mem_mb": 4000} for rule in ("train_tokenizer", "tokenize_genome", "pretrain_mlm")},
-    "set-threads": {"train_tokenizer": 2, "tokenize_genome": 2, "make_windows": 1, "pretrain_mlm": 1},
+    "set-threads": {"train_tokenizer": 1, "tokenize_genome": 1, "make_windows": 1, "pretrain_mlm": 1},
 }
 TARGETS = [
     "results/windows/lambda_phage.parquet",

@@ -69,6 +69,14 @@ class VqdnaConfig(PretrainedConfig):
         if classifier_pooling not in CLASSIFIER_POOLINGS:
             raise ValueError(f"classifier_pooling {classifier_pooling!r} is not one of {', '.join(CLASSIFIER_POOLINGS)}")
 
+    def to_dict(self) -> dict:
+        """As HF's, less ``classifier_pooling`` where it is the default: encoder folders saved before the
+        option existed and after it stay alike (config.json's keys are a pinned stage output)."""
+        output = super().to_dict()
+        if output.get("classifier_pooling") == "mean":
+            del output["classifier_pooling"]
+        return output
+
     @property
     def num_levels(self) -> int:
         return len(self.vocab_sizes)
