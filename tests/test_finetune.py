@@ -348,13 +348,8 @@ def test_an_unknown_pooling_is_a_one_line_error(stage3, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("mode", ["lora", "full"])
-def test_a_max_pooled_run_records_its_pooling_and_predict_reproduces_its_test_predictions(stage3, mode, tmp_path):
-    folder = stage3["folder"]
-    settings = {"mode": mode, "pooling": "mean_max" if mode == "full" else "max"}
-    result = finetune(stage3["spec"], settings, 0, folder / "pretrained", folder / "tokenizer", folder / "dataset", tmp_path / "run", device="cpu")
-    assert result["pooling"] == settings["pooling"] and "pooling" not in stage3["result"]  # the default leaves metrics.json as it was
-    assert result["test"] != stage3["result"]["test"] or result["history"] != stage3["result"]["history"]
+def _assert_predict_reproduces_the_runs_test_predictions(folder: Path, tmp_path: Path) -> None:
+    """``predict`` of the run in ``tmp_path / "run"`` on its own test rows gives the probabilities of the logits it wrote."""
     sequences, labels = read_split(folder / "dataset" / "test.parquet")
     (tmp_path / "test.csv").write_text("sequence,label\n" + "".join(f"{s},{y}\n" for s, y in zip(sequences, labels)))
     predict(folder / "tokenizer", tmp_path / "run", tmp_path / "test.csv", tmp_path / "predictions.parquet")
@@ -364,9 +359,52 @@ def test_a_max_pooled_run_records_its_pooling_and_predict_reproduces_its_test_pr
     assert np.allclose(np.stack([ours.column(f"probability_{k}").to_numpy() for k in (0, 1)], 1), probabilities, atol=1e-5)
 
 
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_a_max_pooled_run_records_its_pooling_and_predict_reproduces_its_test_predictions(stage3, mode, tmp_path):
+    folder = stage3["folder"]
+    settings = {"mode": mode, "pooling": "mean_max" if mode == "full" else "max"}
+    result = finetune(stage3["spec"], settings, 0, folder / "pretrained", folder / "tokenizer", folder / "dataset", tmp_path / "run", device="cpu")
+    assert result["pooling"] == settings["pooling"] and "pooling" not in stage3["result"]  # the default leaves metrics.json as it was
+    assert result["test"] != stage3["result"]["test"] or result["history"] != stage3["result"]["history"]
+    _assert_predict_reproduces_the_runs_test_predictions(folder, tmp_path)
+
+
 def test_the_default_pooling_leaves_a_saved_config_as_it_was_and_others_are_saved(tmp_path):
     _pooling_classifier("mean").config.save_pretrained(tmp_path / "mean")
     assert "classifier_pooling" not in json.loads((tmp_path / "mean" / "config.json").read_text())
     _pooling_classifier("mean_max").config.save_pretrained(tmp_path / "mean_max")
     assert VqdnaConfig.from_pretrained(tmp_path / "mean_max").classifier_pooling == "mean_max"
     assert VqdnaConfig.from_pretrained(tmp_path / "mean").classifier_pooling == "mean"
+
+
+# -- the head (finetune.head) -----------------------------------------------------------------------
+
+
+def test_a_linear_head_is_one_dense_layer_on_the_pooled_vector():
+    torch.manual_seed(0)
+    config = VqdnaConfig(vocab_sizes=[16], code_embedding_dim=12, num_labels=3, classifier_head="linear", classifier_pooling="mean_max", **TINY_ENCODER)
+    model = VqdnaForSequenceClassification(config).eval()
+    dense = [m for m in model.classifier if isinstance(m, torch.nn.Linear)]
+    assert [(d.in_features, d.out_features) for d in dense] == [(2 * TINY_ENCODER["hidden_size"], 3)]
+    ids = torch.randint(0, 16, (2, 9))
+    pooled = model.pool(model.vqdna(ids).last_hidden_state, None)
+    assert torch.allclose(model(input_ids=ids).logits, dense[0](pooled), atol=1e-6)
+    assert "classifier_head" in config.to_dict() and "classifier_head" not in VqdnaConfig(vocab_sizes=[16]).to_dict()
+    with pytest.raises(ValueError, match="classifier_head 'cnn' is not one of mlp, linear"):
+        VqdnaConfig(vocab_sizes=[16], classifier_head="cnn")
+
+
+def test_an_unknown_head_is_a_one_line_error(stage3, tmp_path):
+    folder = stage3["folder"]
+    with pytest.raises(VqdnaError, match=r"^finetune.head: 'cnn' is not one of mlp, linear$"):
+        finetune(stage3["spec"], {"head": "cnn"}, 0, folder / "pretrained", folder / "tokenizer", folder / "dataset", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_a_linear_head_run_records_its_head_and_predict_reproduces_its_test_predictions(stage3, mode, tmp_path):
+    folder = stage3["folder"]
+    result = finetune(stage3["spec"], {"mode": mode, "head": "linear"}, 0, folder / "pretrained", folder / "tokenizer", folder / "dataset", tmp_path / "run", device="cpu")
+    assert result["head"] == "linear" and "head" not in stage3["result"]  # the default leaves metrics.json as it was
+    _assert_predict_reproduces_the_runs_test_predictions(folder, tmp_path)
+

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,8 +54,9 @@ FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fas")
 CSV_SUFFIXES = (".csv",)
 ADAPTER = "adapter"
 FULL_MODEL = "model"  # a fully fine-tuned run's whole model (finetune.mode: full)
-# The classifier's last Linear (VqdnaForSequenceClassification.classifier[3]), as peft saves it: its rows are the labels.
-HEAD_OUTPUT_WEIGHT = "base_model.model.classifier.3.weight"
+# The classifier's Linear layers as peft saves them (classifier[0] and [3] of the MLP head, [1] of the
+# linear one): the rows of the last are the labels.
+HEAD_WEIGHT = re.compile(r"base_model\.model\.classifier\.(\d+)\.weight")
 
 
 # -- input ---------------------------------------------------------------------------------------------
@@ -182,9 +184,10 @@ def _without_load_report() -> Iterator[None]:
 def _num_labels(run_dir: Path) -> int:
     """The head's output size, read from the saved adapter (metrics.json does not record it)."""
     with safe_open(run_dir / ADAPTER / "adapter_model.safetensors", "pt") as saved:
-        if HEAD_OUTPUT_WEIGHT not in saved.keys():  # noqa: SIM118 (safe_open has no __contains__)
-            raise VqdnaError(f"{run_dir / ADAPTER}: no classifier head saved ({HEAD_OUTPUT_WEIGHT}); not a vqdna fine-tuned run")
-        return saved.get_slice(HEAD_OUTPUT_WEIGHT).get_shape()[0]
+        layers = sorted((int(match[1]), key) for key in saved.keys() if (match := HEAD_WEIGHT.fullmatch(key)))
+        if not layers:
+            raise VqdnaError(f"{run_dir / ADAPTER}: no classifier head saved (base_model.model.classifier.*); not a vqdna fine-tuned run")
+        return saved.get_slice(layers[-1][1]).get_shape()[0]
 
 
 def load_finetuned(run_dir: Path, pretrained_dir: str | Path | None = None) -> tuple[PeftModel | VqdnaForSequenceClassification, Path]:
@@ -198,7 +201,8 @@ def load_finetuned(run_dir: Path, pretrained_dir: str | Path | None = None) -> t
     with _without_load_report():
         base = VqdnaForSequenceClassification.from_pretrained(
             base_dir, num_labels=num_labels, problem_type="regression" if num_labels == 1 else "single_label_classification",
-            classifier_pooling=metrics.get("pooling", "mean"),  # the head's, recorded where not the default
+            # the head's, recorded where not the default
+            classifier_pooling=metrics.get("pooling", "mean"), classifier_head=metrics.get("head", "mlp"),
         )
     expected = metrics.get("base_weights_sha256")
     if expected and weights_fingerprint(dict(base.named_parameters())) != expected:

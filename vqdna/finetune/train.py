@@ -43,7 +43,7 @@ from vqdna.artifacts import atomic_dir, parquet_writer, with_metadata, write_jso
 from vqdna.batching import evaluation_batches, padding_fraction, token_lengths, training_batches
 from vqdna.dataset_tokens import dataset_codes
 from vqdna.datasets.spec import DatasetSpec
-from vqdna.lm.configuration import CLASSIFIER_POOLINGS
+from vqdna.lm.configuration import CLASSIFIER_HEADS, CLASSIFIER_POOLINGS
 from vqdna.lm.modeling import VqdnaForSequenceClassification
 from vqdna.metrics import classification_metrics, regression_metrics
 from vqdna.runtime import (
@@ -96,6 +96,9 @@ class FinetuneSettings:
     # How the head reduces the encoder's states (``VqdnaConfig.classifier_pooling``): mean (the
     # default, as before), max or mean_max. Not published by the paper; config/README.md has the dev evidence.
     pooling: str = "mean"
+    # What maps the pooled vector to logits (``VqdnaConfig.classifier_head``): mlp (the default, as
+    # before) or linear. config/README.md has the dev evidence.
+    head: str = "mlp"
 
     @classmethod
     def from_settings(cls, settings: dict) -> "FinetuneSettings":
@@ -106,6 +109,8 @@ class FinetuneSettings:
             raise VqdnaError(f"finetune.mode: {options.mode!r} is not one of {', '.join(FINETUNE_MODES)}")
         if options.pooling not in CLASSIFIER_POOLINGS:
             raise VqdnaError(f"finetune.pooling: {options.pooling!r} is not one of {', '.join(CLASSIFIER_POOLINGS)}")
+        if options.head not in CLASSIFIER_HEADS:
+            raise VqdnaError(f"finetune.head: {options.head!r} is not one of {', '.join(CLASSIFIER_HEADS)}")
         return options
 
     def learning_rate_of(self, spec: DatasetSpec) -> float:
@@ -220,6 +225,7 @@ def load_model(
         pretrained_dir,
         **overrides,
         classifier_pooling=options.pooling,
+        classifier_head=options.head,
         num_labels=spec.num_labels if spec.task == "classification" else 1,
         problem_type="regression" if spec.task == "regression" else "single_label_classification",
     )
@@ -367,6 +373,7 @@ def finetune(
         "hidden_dropout": model.config.hidden_dropout_prob,
         # Only where it is not the default: metrics.json keeps its shape, so no earlier run is redone.
         **({"pooling": options.pooling} if options.pooling != "mean" else {}),
+        **({"head": options.head} if options.head != "mlp" else {}),
     }
     log.info("%s seed %d test %s", spec.dataset, seed, test_metrics)
     with atomic_dir(output_dir) as tmp:

@@ -6,6 +6,7 @@ from transformers import PretrainedConfig
 
 
 CLASSIFIER_POOLINGS = ("mean", "max", "mean_max")
+CLASSIFIER_HEADS = ("mlp", "linear")
 
 
 class VqdnaConfig(PretrainedConfig):
@@ -20,7 +21,11 @@ class VqdnaConfig(PretrainedConfig):
     ``classifier_pooling`` is how the sequence classifier reduces the encoder's
     states to one vector: ``mean`` over real positions (the default), ``max``
     (per feature its largest value: a motif anywhere in the sequence shows
-    undiluted), or ``mean_max`` (both, concatenated).
+    undiluted), or ``mean_max`` (both, concatenated). ``classifier_head`` is
+    what maps that vector to logits: ``mlp`` (dense, GELU, dropout, dense: the
+    default) or ``linear`` (one dense layer). The MLP's two new layers start at
+    ``initializer_range`` (0.02), so their product, the logits' gradient, starts
+    near zero: on small data its training loss can sit at ln 2 for epochs.
     """
 
     model_type = "vqdna"
@@ -38,6 +43,7 @@ class VqdnaConfig(PretrainedConfig):
         attention_probs_dropout_prob: float = 0.1,
         classifier_dropout: float = 0.1,
         classifier_pooling: str = "mean",
+        classifier_head: str = "mlp",
         layer_norm_eps: float = 1e-12,
         initializer_range: float = 0.02,
         rope_theta: float = 10000.0,
@@ -58,6 +64,7 @@ class VqdnaConfig(PretrainedConfig):
         self.attention_probs_dropout_prob = attention_probs_dropout_prob
         self.classifier_dropout = classifier_dropout
         self.classifier_pooling = classifier_pooling
+        self.classifier_head = classifier_head
         self.layer_norm_eps = layer_norm_eps
         self.initializer_range = initializer_range
         self.rope_theta = rope_theta
@@ -68,13 +75,16 @@ class VqdnaConfig(PretrainedConfig):
             raise ValueError(f"hidden_size {hidden_size} is not a multiple of num_attention_heads {num_attention_heads}")
         if classifier_pooling not in CLASSIFIER_POOLINGS:
             raise ValueError(f"classifier_pooling {classifier_pooling!r} is not one of {', '.join(CLASSIFIER_POOLINGS)}")
+        if classifier_head not in CLASSIFIER_HEADS:
+            raise ValueError(f"classifier_head {classifier_head!r} is not one of {', '.join(CLASSIFIER_HEADS)}")
 
     def to_dict(self) -> dict:
-        """As HF's, less ``classifier_pooling`` where it is the default: encoder folders saved before the
-        option existed and after it stay alike (config.json's keys are a pinned stage output)."""
+        """As HF's, less the head's keys where they are the default: encoder folders saved before the
+        options existed and after them stay alike (config.json's keys are a pinned stage output)."""
         output = super().to_dict()
-        if output.get("classifier_pooling") == "mean":
-            del output["classifier_pooling"]
+        for key, default in (("classifier_pooling", "mean"), ("classifier_head", "mlp")):
+            if output.get(key) == default:
+                del output[key]
         return output
 
     @property

@@ -245,7 +245,7 @@ class VqdnaForMaskedLM(VqdnaPreTrainedModel):
 
 
 class VqdnaForSequenceClassification(VqdnaPreTrainedModel):
-    """Pooled encoder states (``config.classifier_pooling``: mean, max or both) -> MLP head.
+    """Pooled encoder states (``config.classifier_pooling``: mean, max or both) -> head (``config.classifier_head``: MLP or linear).
 
     ``num_labels == 1`` (or problem_type "regression") regresses.
     """
@@ -255,12 +255,15 @@ class VqdnaForSequenceClassification(VqdnaPreTrainedModel):
         self.num_labels = config.num_labels
         self.vqdna = VqdnaModel(config)
         pooled_size = config.hidden_size * (2 if config.classifier_pooling == "mean_max" else 1)
-        self.classifier = nn.Sequential(
-            nn.Linear(pooled_size, config.hidden_size),
-            nn.GELU(),
-            nn.Dropout(config.classifier_dropout),
-            nn.Linear(config.hidden_size, config.num_labels),
-        )
+        if config.classifier_head == "linear":
+            self.classifier = nn.Sequential(nn.Dropout(config.classifier_dropout), nn.Linear(pooled_size, config.num_labels))
+        else:
+            self.classifier = nn.Sequential(
+                nn.Linear(pooled_size, config.hidden_size),
+                nn.GELU(),
+                nn.Dropout(config.classifier_dropout),
+                nn.Linear(config.hidden_size, config.num_labels),
+            )
         self.post_init()
 
     @property
