@@ -394,17 +394,37 @@ def test_a_linear_head_is_one_dense_layer_on_the_pooled_vector():
         VqdnaConfig(vocab_sizes=[16], classifier_head="cnn")
 
 
-def test_an_unknown_head_is_a_one_line_error(stage3, tmp_path):
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [({"head": "cnn"}, "finetune.head: 'cnn' is not one of mlp, linear"), ({"head_norm": "layer"}, "finetune.head_norm: 'layer' is not one of none, batch")],
+)
+def test_an_unknown_head_is_a_one_line_error(stage3, settings, message, tmp_path):
     folder = stage3["folder"]
-    with pytest.raises(VqdnaError, match=r"^finetune.head: 'cnn' is not one of mlp, linear$"):
-        finetune(stage3["spec"], {"head": "cnn"}, 0, folder / "pretrained", folder / "tokenizer", folder / "dataset", tmp_path / "out")
+    with pytest.raises(VqdnaError, match=f"^{message}$"):
+        finetune(stage3["spec"], settings, 0, folder / "pretrained", folder / "tokenizer", folder / "dataset", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("mode", ["lora", "full"])
-def test_a_linear_head_run_records_its_head_and_predict_reproduces_its_test_predictions(stage3, mode, tmp_path):
+HEADS = [("lora", {"head": "linear"}), ("full", {"head": "linear", "head_norm": "batch"}), ("lora", {"head_norm": "batch"})]
+
+
+@pytest.mark.parametrize(("mode", "head"), HEADS)
+def test_a_run_records_its_head_and_predict_reproduces_its_test_predictions(stage3, mode, head, tmp_path):
     folder = stage3["folder"]
-    result = finetune(stage3["spec"], {"mode": mode, "head": "linear"}, 0, folder / "pretrained", folder / "tokenizer", folder / "dataset", tmp_path / "run", device="cpu")
-    assert result["head"] == "linear" and "head" not in stage3["result"]  # the default leaves metrics.json as it was
+    result = finetune(stage3["spec"], {"mode": mode, **head}, 0, folder / "pretrained", folder / "tokenizer", folder / "dataset", tmp_path / "run", device="cpu")
+    assert {key: result[key] for key in head} == head and not set(head) & set(stage3["result"])  # the defaults leave metrics.json as it was
     _assert_predict_reproduces_the_runs_test_predictions(folder, tmp_path)
+
+
+def test_head_norm_batch_standardises_the_pooled_vector_feature_by_feature():
+    torch.manual_seed(0)
+    config = VqdnaConfig(vocab_sizes=[16], code_embedding_dim=12, num_labels=2, classifier_norm="batch", **TINY_ENCODER)
+    model = VqdnaForSequenceClassification(config).train()
+    ids = torch.randint(0, 16, (64, 9))
+    pooled = model.pool(model.vqdna(ids).last_hidden_state, None)
+    standardised = model.classifier[0](pooled)
+    assert torch.allclose(standardised.mean(0), torch.zeros(pooled.shape[1]), atol=1e-5)
+    assert torch.allclose(standardised.std(0, unbiased=False), torch.ones(pooled.shape[1]), atol=1e-3)
+    assert not list(model.classifier[0].parameters())  # no affine weights: the head's dense layers scale it
+
 

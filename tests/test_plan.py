@@ -445,6 +445,14 @@ def test_an_unknown_finetune_mode_is_a_schema_error(tmp_path):
     assert "finetune.mode" in _error(_config(tmp_path, finetune={"runs": ["bert"], "mode": "partial"}))
 
 
+def test_the_heads_settings_are_accepted_for_every_run_and_for_one_and_checked(tmp_path):
+    head = {"pooling": "mean_max", "head": "linear", "head_norm": "batch"}
+    runs = {"bert": {"tokenizer": "vq", "pretrain_genomes": ["phage"], "finetune": head}}
+    assert _plan(_config(tmp_path, runs=runs, finetune={"runs": ["bert"]})).finetune_settings_of("bert").items() >= head.items()
+    assert _plan(_config(tmp_path, finetune={"runs": ["bert"], **head})).finetune_settings_of("bert").items() >= head.items()
+    assert "finetune.head_norm" in _error(_config(tmp_path, finetune={"runs": ["bert"], "head_norm": "layer"}))
+
+
 BAD_NAMES = ["../../../somewhere", "a/b", ".hidden", "with space", "$(touch x)", ""]
 
 

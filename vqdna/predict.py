@@ -55,7 +55,7 @@ CSV_SUFFIXES = (".csv",)
 ADAPTER = "adapter"
 FULL_MODEL = "model"  # a fully fine-tuned run's whole model (finetune.mode: full)
 # The classifier's Linear layers as peft saves them (classifier[0] and [3] of the MLP head, [1] of the
-# linear one): the rows of the last are the labels.
+# linear one, one more with head_norm batch): the rows of the last are the labels.
 HEAD_WEIGHT = re.compile(r"base_model\.model\.classifier\.(\d+)\.weight")
 
 
@@ -203,6 +203,7 @@ def load_finetuned(run_dir: Path, pretrained_dir: str | Path | None = None) -> t
             base_dir, num_labels=num_labels, problem_type="regression" if num_labels == 1 else "single_label_classification",
             # the head's, recorded where not the default
             classifier_pooling=metrics.get("pooling", "mean"), classifier_head=metrics.get("head", "mlp"),
+            classifier_norm=metrics.get("head_norm", "none"),
         )
     expected = metrics.get("base_weights_sha256")
     if expected and weights_fingerprint(dict(base.named_parameters())) != expected:

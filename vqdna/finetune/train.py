@@ -43,7 +43,7 @@ from vqdna.artifacts import atomic_dir, parquet_writer, with_metadata, write_jso
 from vqdna.batching import evaluation_batches, padding_fraction, token_lengths, training_batches
 from vqdna.dataset_tokens import dataset_codes
 from vqdna.datasets.spec import DatasetSpec
-from vqdna.lm.configuration import CLASSIFIER_HEADS, CLASSIFIER_POOLINGS
+from vqdna.lm.configuration import CLASSIFIER_HEADS, CLASSIFIER_NORMS, CLASSIFIER_POOLINGS
 from vqdna.lm.modeling import VqdnaForSequenceClassification
 from vqdna.metrics import classification_metrics, regression_metrics
 from vqdna.runtime import (
@@ -99,6 +99,9 @@ class FinetuneSettings:
     # What maps the pooled vector to logits (``VqdnaConfig.classifier_head``): mlp (the default, as
     # before) or linear. config/README.md has the dev evidence.
     head: str = "mlp"
+    # none (the default, as before) or batch: the pooled vector standardised over the batch before the
+    # head (``VqdnaConfig.classifier_norm``). config/README.md has the dev evidence.
+    head_norm: str = "none"
 
     @classmethod
     def from_settings(cls, settings: dict) -> "FinetuneSettings":
@@ -111,6 +114,8 @@ class FinetuneSettings:
             raise VqdnaError(f"finetune.pooling: {options.pooling!r} is not one of {', '.join(CLASSIFIER_POOLINGS)}")
         if options.head not in CLASSIFIER_HEADS:
             raise VqdnaError(f"finetune.head: {options.head!r} is not one of {', '.join(CLASSIFIER_HEADS)}")
+        if options.head_norm not in CLASSIFIER_NORMS:
+            raise VqdnaError(f"finetune.head_norm: {options.head_norm!r} is not one of {', '.join(CLASSIFIER_NORMS)}")
         return options
 
     def learning_rate_of(self, spec: DatasetSpec) -> float:
@@ -226,6 +231,7 @@ def load_model(
         **overrides,
         classifier_pooling=options.pooling,
         classifier_head=options.head,
+        classifier_norm=options.head_norm,
         num_labels=spec.num_labels if spec.task == "classification" else 1,
         problem_type="regression" if spec.task == "regression" else "single_label_classification",
     )
@@ -374,6 +380,7 @@ def finetune(
         # Only where it is not the default: metrics.json keeps its shape, so no earlier run is redone.
         **({"pooling": options.pooling} if options.pooling != "mean" else {}),
         **({"head": options.head} if options.head != "mlp" else {}),
+        **({"head_norm": options.head_norm} if options.head_norm != "none" else {}),
     }
     log.info("%s seed %d test %s", spec.dataset, seed, test_metrics)
     with atomic_dir(output_dir) as tmp:

@@ -7,6 +7,7 @@ from transformers import PretrainedConfig
 
 CLASSIFIER_POOLINGS = ("mean", "max", "mean_max")
 CLASSIFIER_HEADS = ("mlp", "linear")
+CLASSIFIER_NORMS = ("none", "batch")
 
 
 class VqdnaConfig(PretrainedConfig):
@@ -26,6 +27,10 @@ class VqdnaConfig(PretrainedConfig):
     default) or ``linear`` (one dense layer). The MLP's two new layers start at
     ``initializer_range`` (0.02), so their product, the logits' gradient, starts
     near zero: on small data its training loss can sit at ln 2 for epochs.
+    ``classifier_norm`` ``batch`` standardises the pooled vector feature by
+    feature over the batch (BatchNorm without affine weights, as MAE's linear
+    probe) before the head: mean pooling leaves every row near one common
+    vector, and what tells rows apart is a small spread around it.
     """
 
     model_type = "vqdna"
@@ -44,6 +49,7 @@ class VqdnaConfig(PretrainedConfig):
         classifier_dropout: float = 0.1,
         classifier_pooling: str = "mean",
         classifier_head: str = "mlp",
+        classifier_norm: str = "none",
         layer_norm_eps: float = 1e-12,
         initializer_range: float = 0.02,
         rope_theta: float = 10000.0,
@@ -65,6 +71,7 @@ class VqdnaConfig(PretrainedConfig):
         self.classifier_dropout = classifier_dropout
         self.classifier_pooling = classifier_pooling
         self.classifier_head = classifier_head
+        self.classifier_norm = classifier_norm
         self.layer_norm_eps = layer_norm_eps
         self.initializer_range = initializer_range
         self.rope_theta = rope_theta
@@ -77,12 +84,14 @@ class VqdnaConfig(PretrainedConfig):
             raise ValueError(f"classifier_pooling {classifier_pooling!r} is not one of {', '.join(CLASSIFIER_POOLINGS)}")
         if classifier_head not in CLASSIFIER_HEADS:
             raise ValueError(f"classifier_head {classifier_head!r} is not one of {', '.join(CLASSIFIER_HEADS)}")
+        if classifier_norm not in CLASSIFIER_NORMS:
+            raise ValueError(f"classifier_norm {classifier_norm!r} is not one of {', '.join(CLASSIFIER_NORMS)}")
 
     def to_dict(self) -> dict:
         """As HF's, less the head's keys where they are the default: encoder folders saved before the
         options existed and after them stay alike (config.json's keys are a pinned stage output)."""
         output = super().to_dict()
-        for key, default in (("classifier_pooling", "mean"), ("classifier_head", "mlp")):
+        for key, default in (("classifier_pooling", "mean"), ("classifier_head", "mlp"), ("classifier_norm", "none")):
             if output.get(key) == default:
                 del output[key]
         return output

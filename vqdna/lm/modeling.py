@@ -245,7 +245,8 @@ class VqdnaForMaskedLM(VqdnaPreTrainedModel):
 
 
 class VqdnaForSequenceClassification(VqdnaPreTrainedModel):
-    """Pooled encoder states (``config.classifier_pooling``: mean, max or both) -> head (``config.classifier_head``: MLP or linear).
+    """Pooled encoder states (``config.classifier_pooling``: mean, max or both), standardised or not
+    (``config.classifier_norm``) -> head (``config.classifier_head``: MLP or linear).
 
     ``num_labels == 1`` (or problem_type "regression") regresses.
     """
@@ -255,15 +256,17 @@ class VqdnaForSequenceClassification(VqdnaPreTrainedModel):
         self.num_labels = config.num_labels
         self.vqdna = VqdnaModel(config)
         pooled_size = config.hidden_size * (2 if config.classifier_pooling == "mean_max" else 1)
+        norm = [nn.BatchNorm1d(pooled_size, affine=False)] if config.classifier_norm == "batch" else []
         if config.classifier_head == "linear":
-            self.classifier = nn.Sequential(nn.Dropout(config.classifier_dropout), nn.Linear(pooled_size, config.num_labels))
+            head = [nn.Dropout(config.classifier_dropout), nn.Linear(pooled_size, config.num_labels)]
         else:
-            self.classifier = nn.Sequential(
+            head = [
                 nn.Linear(pooled_size, config.hidden_size),
                 nn.GELU(),
                 nn.Dropout(config.classifier_dropout),
                 nn.Linear(config.hidden_size, config.num_labels),
-            )
+            ]
+        self.classifier = nn.Sequential(*norm, *head)
         self.post_init()
 
     @property
