@@ -426,5 +426,7 @@ def test_head_norm_batch_standardises_the_pooled_vector_feature_by_feature():
     assert torch.allclose(standardised.mean(0), torch.zeros(pooled.shape[1]), atol=1e-5)
     assert torch.allclose(standardised.std(0, unbiased=False), torch.ones(pooled.shape[1]), atol=1e-3)
     assert not list(model.classifier[0].parameters())  # no affine weights: the head's dense layers scale it
+    one_row = model(input_ids=ids[:1]).logits  # a last batch of one row: the running statistics, not an error
+    assert torch.isfinite(one_row).all() and one_row.shape == (1, 2)
 
 

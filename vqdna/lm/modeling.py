@@ -244,6 +244,22 @@ class VqdnaForMaskedLM(VqdnaPreTrainedModel):
         return VqdnaMaskedLMOutput(loss=loss, logits=logits[0], level_logits=logits)
 
 
+class BatchStandardisation(nn.BatchNorm1d):
+    """Each feature standardised over the batch, no affine weights (MAE's linear probe); running statistics at eval.
+
+    A training batch of one row has no spread to standardise by (BatchNorm1d
+    refuses it): it is standardised by the running statistics instead.
+    """
+
+    def __init__(self, num_features: int):
+        super().__init__(num_features, affine=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] == 1:
+            return F.batch_norm(x, self.running_mean, self.running_var, training=False, eps=self.eps)
+        return super().forward(x)
+
+
 class VqdnaForSequenceClassification(VqdnaPreTrainedModel):
     """Pooled encoder states (``config.classifier_pooling``: mean, max or both), standardised or not
     (``config.classifier_norm``) -> head (``config.classifier_head``: MLP or linear).
@@ -256,7 +272,7 @@ class VqdnaForSequenceClassification(VqdnaPreTrainedModel):
         self.num_labels = config.num_labels
         self.vqdna = VqdnaModel(config)
         pooled_size = config.hidden_size * (2 if config.classifier_pooling == "mean_max" else 1)
-        norm = [nn.BatchNorm1d(pooled_size, affine=False)] if config.classifier_norm == "batch" else []
+        norm = [BatchStandardisation(pooled_size)] if config.classifier_norm == "batch" else []
         if config.classifier_head == "linear":
             head = [nn.Dropout(config.classifier_dropout), nn.Linear(pooled_size, config.num_labels)]
         else:
