@@ -23,6 +23,7 @@ from sklearn.metrics import (
 from vqdna import VqdnaError
 from vqdna.datasets.prepare import prepare_dataset
 from vqdna.datasets.spec import DatasetSpec, read_split
+from vqdna.finetune import train
 from vqdna.finetune.train import (
     enable_gradient_checkpointing,
     finetune,
@@ -414,6 +415,30 @@ def test_a_run_records_its_head_and_predict_reproduces_its_test_predictions(stag
     result = finetune(stage3["spec"], {"mode": mode, **head}, 0, folder / "pretrained", folder / "tokenizer", folder / "dataset", tmp_path / "run", device="cpu")
     assert {key: result[key] for key in head} == head and not set(head) & set(stage3["result"])  # the defaults leave metrics.json as it was
     _assert_predict_reproduces_the_runs_test_predictions(folder, tmp_path)
+
+
+def test_the_best_epoch_is_restored_with_its_own_running_statistics(stage3, tmp_path, monkeypatch):
+    """head_norm batch: an earlier best epoch is scored with the mean and variance it was trained to, not the last epoch's."""
+    snapshots, real_predict, real_score = [], train.predict_logits, train.score
+
+    def snapshot_then_predict(model, *args, **kwargs):
+        snapshots.append({name: tensor.clone() for name, tensor in model.state_dict().items()})
+        return real_predict(model, *args, **kwargs)
+
+    def first_epoch_best(spec, logits, labels):
+        metrics, predictions = real_score(spec, logits, labels)
+        return {**metrics, spec.metric: -len(snapshots)}, predictions
+
+    monkeypatch.setattr(train, "predict_logits", snapshot_then_predict)
+    monkeypatch.setattr(train, "score", first_epoch_best)
+    folder = stage3["folder"]
+    settings = {"head": "linear", "head_norm": "batch"}
+    result = finetune(stage3["spec"], settings, 0, folder / "pretrained", folder / "tokenizer", folder / "dataset", tmp_path / "run", device="cpu")
+    assert result["best_epoch"] == 1 and len(snapshots) == 3  # dev after epochs 1 and 2, then test
+    epoch_1, epoch_2, at_test = snapshots
+    running = [name for name in at_test if name.endswith(("running_mean", "running_var"))]
+    assert running and not all(torch.equal(epoch_1[name], epoch_2[name]) for name in running)  # epoch 2 moved them
+    assert all(torch.equal(epoch_1[name], at_test[name]) for name in at_test), [n for n in at_test if not torch.equal(epoch_1[n], at_test[n])]
 
 
 def test_head_norm_batch_standardises_the_pooled_vector_feature_by_feature():

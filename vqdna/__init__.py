@@ -17,7 +17,7 @@ STAGE_VERSIONS = {
     "pretrain_mlm": 3,
     "prepare_dataset": 2,
     "tokenize_dataset": 1,
-    "finetune": 2,
+    "finetune": {"none": 2, "batch": 3},  # per head_norm; batch 3: the best epoch is scored with its own running statistics
     "kmer_baseline": 1,
     "linear_probe": 1,
     "make_tables": 3,

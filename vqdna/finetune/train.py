@@ -326,13 +326,26 @@ def train_epochs(
         log.info("epoch %d %s", epoch, history[-1])
         if best_state is None or dev_metrics[spec.metric] > best_score:
             best_score, best_epoch = dev_metrics[spec.metric], epoch
-            best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+            best_state = trained_state(model)
 
     with torch.no_grad():
-        for name, parameter in model.named_parameters():
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
             if name in best_state:
-                parameter.copy_(best_state[name])
+                tensor.copy_(best_state[name])
     return history, best_epoch, best_score
+
+
+def trained_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of what training changes: the trainable weights, and the running statistics of ``head_norm: batch``.
+
+    The statistics are buffers, not weights: an epoch restored without them
+    would be scored with the last epoch's mean and variance.
+    """
+    state = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    for prefix, module in model.named_modules():
+        if isinstance(module, torch.nn.BatchNorm1d):
+            state |= {f"{prefix}.{name}": b.clone() for name, b in module.named_buffers(recurse=False)}
+    return state
 
 
 def finetune(

@@ -237,6 +237,11 @@ def get_finetune_settings(wildcards):
     return canonical_json(PLAN.finetune_settings_of(wildcards.run))
 
 
+def get_finetune_version(wildcards):
+    """Per head_norm: a fix to one reruns only the runs that use it. Unset is FinetuneSettings' "none"."""
+    return STAGE_VERSIONS["finetune"][PLAN.finetune_settings_of(wildcards.run).get("head_norm", "none")]
+
+
 def get_kmer_settings(wildcards):
     return canonical_json(PLAN.kmer_settings)
 

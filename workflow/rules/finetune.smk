@@ -22,7 +22,7 @@ rule finetune:
         pretrained=pretrained_folder,
         dataset=dataset_folder,
         folder=output_folder,
-        version=STAGE_VERSIONS["finetune"],
+        version=get_finetune_version,
     shell:
         "python -m vqdna finetune --spec {params.spec:q} --settings {params.settings:q} --seed {wildcards.seed}"
         " --pretrained {params.pretrained:q} --tokenizer {params.tokenizer:q}"
