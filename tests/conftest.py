@@ -125,7 +125,8 @@ def workflow_config(test_data: Path) -> dict:
                 "log_every": 10,
                 "heldout_windows": 64,
             },
-            # The stride-4 tokenizer's encoder: windows of 512 nt are 128 tokens.
+            # The stride-4 tokenizer's encoder: windows of 512 nt are 128 tokens. Fine-tuned with the head of
+            # config/small.yaml's LoRA runs: the pooled vector standardised over the batch, one dense layer.
             "tiny_s4": {
                 "tokenizer": "vq_s4",
                 "pretrain_genomes": ["lambda_phage"],
@@ -136,6 +137,7 @@ def workflow_config(test_data: Path) -> dict:
                 "warmup_steps": 5,
                 "log_every": 10,
                 "heldout_windows": 16,
+                "finetune": {"head": "linear", "head_norm": "batch"},
             },
         },
         "finetune": {"runs": ["tiny", "tiny_kmer", "tiny_random", "tiny_s4"], "seeds": [0], "lora": {"r": 8, "alpha": 16, "dropout": 0.05}},

@@ -142,6 +142,7 @@ def test_a_stride_4_tokenizer_runs_through_every_stage_with_a_quarter_of_the_tok
     for dataset in workflow_run.datasets:
         metrics_json = json.loads(workflow_run.path(f"results/finetune/tiny_s4/{dataset['dataset']}/seed0/metrics.json").read_text())
         assert metrics_json["mean_test_tokens"] <= -(-dataset["max_length"] // 4)
+        assert (metrics_json["head"], metrics_json["head_norm"]) == ("linear", "batch")  # the run's own finetune: keys
     codes = read_split_tokens(workflow_run.path("results/dataset_tokens/vq_s4/prom_core_notata/test.parquet"), tokenizer.hash, 70)[1]
     assert {c.shape for c in codes} == {(1, 18)}  # 70 nt -> ceil(70 / 4)
     with open(workflow_run.path("results/tables/comparison.csv"), newline="") as handle:

@@ -239,7 +239,9 @@ def get_finetune_settings(wildcards):
 
 def get_finetune_version(wildcards):
     """Per head_norm: a fix to one reruns only the runs that use it. Unset is FinetuneSettings' "none"."""
-    return STAGE_VERSIONS["finetune"][PLAN.finetune_settings_of(wildcards.run).get("head_norm", "none")]
+    return STAGE_VERSIONS["finetune"][
+        PLAN.finetune_settings_of(wildcards.run).get("head_norm", "none")
+    ]
 
 
 def get_kmer_settings(wildcards):
