@@ -285,3 +285,49 @@ def test_a_result_older_than_the_field_a_table_reads_says_so_not_a_dash(results,
     assert facts[("pretrain", "zeta_vq", "most_frequent_baseline")]["note"] == "older result: rerun its stage"
     assert facts[("pretrain", "alpha_random", "most_frequent_baseline")]["note"] == "control"
     assert "older result: rerun its stage" in (out / "comparison.md").read_text()
+
+
+def test_draws_are_pooled_as_replicates_of_their_run_and_paired_draw_by_draw(tmp_path):
+    """Draw 1 flips the sign: the pooled difference hides it, the per-draw columns and table show it."""
+    rng = np.random.default_rng(3)
+    root = tmp_path / "results"
+    labels = rng.integers(0, 2, 300)
+    pq.write_table(pa.table({"sequence": ["A" * 80] * 300, "label": labels}), _mkdir(root / "datasets" / "d1") / "test.parquet")
+    wrong = {("pre", 0): 0.1, ("ctl", 0): 0.7, ("pre", 1): 0.5, ("ctl", 1): 0.3}  # pretrained wins draw 0, loses draw 1
+    files = [_result(root / "kmer_baseline" / "d1" / "seed0", "d1", labels, _noisy(labels, 0.6, 2, rng), seed=0)]
+    for (run, draw), share in wrong.items():
+        name = run if draw == 0 else f"{run}_draw{draw}"  # draw k fine-tunes with seed + k
+        files.append(_result(root / "finetune" / name / "d1" / f"seed{draw}", "d1", labels, _noisy(labels, share, 2, rng), seed=draw))
+        files.append(_write_json(root / "pretrain" / name / "metrics.json",
+                                 {"steps": 10, "tokenizer": "vq", "heldout_masked_accuracy": [0.3 + draw / 10], "heldout_baselines": {"most_frequent": [0.1]}}))
+    info = {"type": "vq", "variant_of": None, "ablation": [], "control": False, "finetune_mode": None}
+    plan = {"runs": {
+        "pre": {**info, "tokenizer": "vq", "encoder_run": "pre", "draw_of": None, "draw": 0, "order": 0},
+        "ctl": {**info, "tokenizer": "vq", "encoder_run": "ctl", "draw_of": None, "draw": 0, "order": 1},
+        "pre_draw1": {**info, "tokenizer": "vq_draw1", "encoder_run": "pre_draw1", "draw_of": "pre", "draw": 1, "order": 2},
+        "ctl_draw1": {**info, "tokenizer": "vq_draw1", "encoder_run": "ctl_draw1", "draw_of": "ctl", "draw": 1, "order": 3},
+    }, "tokenizers": {"vq": {"type": "vq", "variant_of": None, "ablation": [], "draw_of": None, "draw": 0},
+                      "vq_draw1": {"type": "vq", "variant_of": None, "ablation": [], "draw_of": "vq", "draw": 1}}}
+    out = root / "tables"
+    assert main(["tables", "--plan", json.dumps(plan), "--output-dir", str(out), "--replicates", "100", *map(str, files)]) == 0
+
+    scores = {r["method"]: r for r in _rows(out / "comparison.csv") if r["section"] == "score"}
+    assert list(scores) == ["pre", "ctl", "kmer_lr"]  # a draw is no method of its own
+    assert (scores["pre"]["seeds"], scores["pre"]["tokenizer"]) == ("2", "vq")
+    pretrained = [r["run"] for r in _rows(out / "comparison.csv") if r["section"] == "pretrain" and r["quantity"] == "masked_accuracy"]
+    assert pretrained == ["pre", "pre_draw1", "ctl", "ctl_draw1"]  # each draw's pretraining has its row
+
+    paired = {(r["method_a"], r["method_b"], r["dataset"]): r for r in _rows(out / "paired.csv")}
+    row = paired[("pre", "ctl", "d1")]
+    per_draw = [float(v) for v in row["per_draw"].split(";")]
+    assert row["draws"] == "2" and per_draw[0] > 30 and per_draw[1] < -3
+    assert float(row["difference"]) == pytest.approx(np.mean(per_draw), abs=1e-3)
+    assert paired[("pre", "kmer_lr", "d1")]["seeds_b"] == "1"  # the floor has one draw: each draw minus its score
+    assert paired[("pre", "ctl", "average")]["per_draw"] == row["per_draw"]
+    markdown = (out / "paired.md").read_text()
+    assert "in each draw" in markdown
+    assert any(line.startswith("| pre − ctl |") and " / -" in line for line in markdown.splitlines())
+
+    table3 = [r for r in _rows(out / "table3.csv") if r["row"] == "pre" and r["value"]]
+    assert not table3 or all(r["seeds"] == "2" for r in table3)
+    assert "pre_draw1" not in (out / "table3.csv").read_text()

@@ -116,13 +116,71 @@ def test_finetune_jobs_are_the_finetune_runs_on_every_dataset_then_sweep_runs_on
     }
     plan = _plan(_config(tmp_path, datasets=datasets, ablations=ablations, finetune={"runs": ["bert"], "seeds": [0, 1]}))
     assert plan.finetune_jobs == (
-        FinetuneJob("bert", "a"), FinetuneJob("bert", "b"),  # bert itself is fine-tuned once, on every dataset
-        FinetuneJob("bert_mask_ratio0.3", "b"),  # a skipped or unknown dataset is left out
-        FinetuneJob("bert_steps10", "a"), FinetuneJob("bert_steps10", "b"),
+        FinetuneJob("bert", "a", (0, 1)), FinetuneJob("bert", "b", (0, 1)),  # bert itself is fine-tuned once, on every dataset
+        FinetuneJob("bert_mask_ratio0.3", "b", (0, 1)),  # a skipped or unknown dataset is left out
+        FinetuneJob("bert_steps10", "a", (0, 1)), FinetuneJob("bert_steps10", "b", (0, 1)),
     )
     assert plan.table_inputs["finetune"][:2] == [
         "results/finetune/bert/a/seed0/metrics.json", "results/finetune/bert/a/seed1/metrics.json",
     ]
+
+
+def test_draws_make_each_fine_tuned_run_again_from_every_seed_plus_k_and_leave_what_comes_from_elsewhere(tmp_path):
+    """The small config's shape: a learned and a k-mer tokenizer, a control, a borrowed encoder, an encoder from elsewhere."""
+    (tmp_path / "encoder").mkdir()
+    (tmp_path / "encoder" / "model.safetensors").write_bytes(b"")
+    tokenizers = {
+        "vq": {"type": "vq", "train_genomes": ["phage"], "seed": 5},
+        "kmer6": {"type": "kmer", "train_genomes": ["phage"], "k": 6},
+        "bpe": {"type": "bpe", "train_genomes": ["phage"]},
+    }
+    runs = {
+        "bert": {"tokenizer": "vq", "pretrain_genomes": ["phage"]},
+        "kmer_bert": {"tokenizer": "kmer6", "pretrain_genomes": ["phage"]},
+        "random": {"tokenizer": "vq", "pretrain_genomes": ["phage"], "steps": 0},
+        "bert_full": {"tokenizer": "vq", "pretrained": "results/pretrain/bert", "finetune": {"mode": "full"}},
+        "elsewhere": {"tokenizer": "kmer6", "pretrained": "encoder"},
+        "unused_bpe": {"tokenizer": "bpe", "pretrain_genomes": ["phage"]},
+    }
+    finetune = {"runs": ["bert_full", "bert", "kmer_bert", "random", "elsewhere"], "seeds": [0, 1]}
+    plan = _plan(_config(tmp_path, tokenizers=tokenizers, runs=runs, finetune=finetune, draws=3))
+
+    assert sorted(plan.tokenizers) == ["bpe", "kmer6", "vq", "vq_draw1", "vq_draw2"]  # bpe: no fine-tuned run uses it
+    assert (plan.tokenizers["vq_draw2"].settings["seed"], plan.tokenizers["vq_draw2"].type) == (7, "vq")
+    assert (plan.tokenizers["vq_draw2"].draw_of, plan.tokenizers["vq_draw2"].draw) == ("vq", 2)
+    assert (plan.tokenizers["vq"].draw_of, plan.tokenizers["vq"].draw) == (None, 0)
+    drawn = {name: (run.draw_of, run.draw, run.tokenizer, run.settings.get("seed"), run.pretrained) for name, run in plan.runs.items() if run.draw}
+    assert drawn == {
+        # bert_full comes first in finetune.runs: its draw makes bert's draw, which bert then keeps
+        "bert_draw1": ("bert", 1, "vq_draw1", 1, None),
+        "bert_full_draw1": ("bert_full", 1, "vq_draw1", None, "results/pretrain/bert_draw1"),
+        "kmer_bert_draw1": ("kmer_bert", 1, "kmer6", 1, None),  # the k-mer tokenizer is fixed, its encoder is drawn
+        "random_draw1": ("random", 1, "vq_draw1", 1, None),  # the control's initial weights are drawn
+        "bert_draw2": ("bert", 2, "vq_draw2", 2, None),
+        "bert_full_draw2": ("bert_full", 2, "vq_draw2", None, "results/pretrain/bert_draw2"),
+        "kmer_bert_draw2": ("kmer_bert", 2, "kmer6", 2, None),
+        "random_draw2": ("random", 2, "vq_draw2", 2, None),
+    }
+    assert plan.runs["bert_full_draw1"].encoder_run == "bert_draw1"
+    jobs = {(job.run, job.seeds) for job in plan.finetune_jobs}
+    assert ("elsewhere", (0, 1)) in jobs and not any(run.startswith("elsewhere_") for run, _ in jobs)
+    assert {seeds for run, seeds in jobs if run.endswith("_draw2")} == {(2, 3)}
+    assert "results/finetune/random_draw1/tiles/seed2/metrics.json" in plan.table_inputs["finetune"]
+    assert "results/pretrain/bert_draw2/metrics.json" in plan.table_inputs["pretrain"]
+    assert "results/tokens/vq_draw1/phage.parquet" in plan.final_outputs
+    tables_plan = plan.tables_plan
+    assert tables_plan["runs"]["random_draw2"] | {"order": None} == {
+        "tokenizer": "vq_draw2", "type": "vq", "variant_of": None, "ablation": [], "control": True, "encoder_run": "random_draw2",
+        "finetune_mode": None, "draw_of": "random", "draw": 2, "order": None,
+    }
+    assert tables_plan["tokenizers"]["vq_draw1"]["draw_of"] == "vq"
+
+    one = _plan(_config(tmp_path, tokenizers=tokenizers, runs=runs, finetune=finetune))  # draws: 1, the default
+    assert not any(run.draw for run in one.runs.values()) and len(one.finetune_jobs) == 5
+    taken = {**runs, "bert_draw1": runs["bert"]}
+    assert "draw 1 of 'bert' 'bert_draw1', which the config already uses" in _error(
+        _config(tmp_path, tokenizers=tokenizers, runs=taken, finetune=finetune, draws=2)
+    )
 
 
 def test_a_datasets_runs_cell_limits_which_runs_fine_tune_it_and_is_no_setting_of_the_job(tmp_path):
@@ -202,19 +260,22 @@ def test_the_tables_plan_names_each_fine_tuned_run_and_every_tokenizer_with_type
         "runs": {
             "bert": {
                 "tokenizer": "vq", "type": "vq", "variant_of": None, "ablation": [], "control": False, "encoder_run": "bert",
-                "finetune_mode": None, "order": 0,
+                "finetune_mode": None, "draw_of": None, "draw": 0, "order": 0,
             },
             "bert_mask_ratio0.3": {
                 "tokenizer": "vq", "type": "vq", "variant_of": "bert", "ablation": [{"axis": "mask_ratio", "value": 0.3}],
-                "control": False, "encoder_run": "bert_mask_ratio0.3", "finetune_mode": None, "order": 1,
+                "control": False, "encoder_run": "bert_mask_ratio0.3", "finetune_mode": None, "draw_of": None, "draw": 0,
+                "order": 1,
             },
         },
         "tokenizers": {
-            "vq": {"type": "vq", "variant_of": None, "ablation": []},
-            "vq_code_size256": {"type": "vq", "variant_of": "vq", "ablation": [{"axis": "code_size", "value": 256}]},
+            "vq": {"type": "vq", "variant_of": None, "ablation": [], "draw_of": None, "draw": 0},
+            "vq_code_size256": {
+                "type": "vq", "variant_of": "vq", "ablation": [{"axis": "code_size", "value": 256}], "draw_of": None, "draw": 0,
+            },
         },
     }
-    assert canonical_json(plan.tables_plan).startswith('{"runs":{"bert":{"ablation":[],"control":false,"encoder_run":"bert","finetune_mode":null,"order":0,')
+    assert canonical_json(plan.tables_plan).startswith('{"runs":{"bert":{"ablation":[],"control":false,"draw":0,"draw_of":null,"encoder_run":"bert","finetune_mode":null,')
 
 
 def test_the_tables_plan_marks_the_control_and_keeps_config_order_and_the_tables_read_pretraining_metrics(tmp_path):

@@ -198,6 +198,8 @@ class Tokenizer:
     model_files: tuple[str, ...]  # those of the path's model.safetensors and tokenizer.json that exist
     variant_of: str | None
     ablation: tuple[AblationPoint, ...]
+    draw: int = 0  # 0: the config's own; k: made again with every seed + k (`draws:`)
+    draw_of: str | None = None  # the config's entry a draw remakes
 
     @property
     def windows(self) -> list[str]:
@@ -236,6 +238,8 @@ class Run:
     encoder_run: str | None  # the run whose pretraining made its encoder: itself, another run here, None (from elsewhere)
     variant_of: str | None
     ablation: tuple[AblationPoint, ...]
+    draw: int = 0  # 0: the config's own; k: made again with every seed + k (`draws:`)
+    draw_of: str | None = None  # the config's run a draw remakes
 
     @property
     def gpus(self) -> int:
@@ -261,6 +265,7 @@ class Run:
 class FinetuneJob:
     run: str
     dataset: str
+    seeds: tuple[int, ...] = (0,)  # the finetune block's seeds; in draw k each + k
 
     def metrics(self, seed: int) -> str:
         return f"results/finetune/{self.run}/{self.dataset}/seed{seed}/metrics.json"
@@ -435,7 +440,7 @@ class Plan:
         """Every metrics.json the tables read; the predictions.parquet beside each come from the same jobs."""
         finetuned = {job.run for job in self.finetune_jobs}
         return {
-            "finetune": [job.metrics(seed) for job in self.finetune_jobs for seed in self.finetune_seeds],
+            "finetune": [job.metrics(seed) for job in self.finetune_jobs for seed in job.seeds],
             "kmer": [job.metrics for job in self.kmer_jobs],
             "probe": [job.metrics for job in self.probe_jobs],
             "tokenizers": [f"results/tokenizers/{name}/metrics.json" for name in self.trained_tokenizers],
@@ -453,7 +458,7 @@ class Plan:
     def finetuning_plot_inputs(self, dataset: str) -> dict[str, list[str]]:
         """Every fine-tuning result on the dataset (runs x seeds), its k-mer floor and its probes."""
         return {
-            "finetune": [job.metrics(seed) for job in self.finetune_jobs if job.dataset == dataset for seed in self.finetune_seeds],
+            "finetune": [job.metrics(seed) for job in self.finetune_jobs if job.dataset == dataset for seed in job.seeds],
             "kmer": [job.metrics for job in self.kmer_jobs if job.dataset == dataset],
             "probe": [job.metrics for job in self.probe_jobs if job.dataset == dataset],
         }
@@ -473,7 +478,8 @@ class Plan:
         """What `vqdna tables` needs to know of the config: each run's tokenizer and type, sweep values,
         whether it is the random-init control (`steps: 0`) and its own fine-tuning mode; ``order``: its place
         in the config, which the JSON's sorted keys would otherwise lose (paired comparisons are A minus B,
-        A first in the config)."""
+        A first in the config); ``draw_of`` and ``draw``: the config's run a draw remakes, and which draw (its
+        results are more replicates of that run)."""
         finetuned = {job.run for job in self.finetune_jobs}
         in_config_order = [name for name in self.runs if name in finetuned]  # sweep variants after the config's own runs
         return {
@@ -486,6 +492,8 @@ class Plan:
                     "control": self.runs[name].settings.get("steps") == 0,
                     "encoder_run": self.runs[name].encoder_run,
                     "finetune_mode": self.finetune_settings_of(name).get("mode"),
+                    "draw_of": self.runs[name].draw_of,
+                    "draw": self.runs[name].draw,
                     "order": order,
                 }
                 for order, name in enumerate(in_config_order)
@@ -495,6 +503,8 @@ class Plan:
                     "type": tokenizer.type,
                     "variant_of": tokenizer.variant_of,
                     "ablation": [point.as_json() for point in tokenizer.ablation],
+                    "draw_of": tokenizer.draw_of,
+                    "draw": tokenizer.draw,
                 }
                 for name, tokenizer in self.tokenizers.items()
             },
@@ -539,18 +549,19 @@ def build_plan(config: Mapping[str, Any], schemas: Path) -> Plan:
 
     tokenizer_sweeps = _expand_sweeps(config["ablations"], "tokenizers", config["tokenizers"])
     run_sweeps = _expand_sweeps(config["ablations"], "runs", config["runs"])
-    tokenizers = {
-        name: _tokenizer(name, entry, tokenizer_sweeps, genomes, genome_sheet)
-        for name, entry in tokenizer_sweeps.entries.items()
-    }
-    runs = {
-        name: _run(name, entry, run_sweeps, tokenizers, genomes, genome_sheet, _pretrained_here(run_sweeps.entries))
-        for name, entry in run_sweeps.entries.items()
-    }
     finetune = config["finetune"]
     for name in finetune["runs"]:
-        if name not in runs:
+        if name not in run_sweeps.entries:
             raise VqdnaError(f"finetune.runs: no run named {name!r}")
+    draws = _expand_draws(config["draws"], tokenizer_sweeps.entries, run_sweeps.entries, finetune["runs"])
+    tokenizers = {
+        name: _tokenizer(name, entry, tokenizer_sweeps, genomes, genome_sheet, draws.of.get(name))
+        for name, entry in draws.tokenizers.items()
+    }
+    runs = {
+        name: _run(name, entry, run_sweeps, tokenizers, genomes, genome_sheet, _pretrained_here(draws.runs), draws.of.get(name))
+        for name, entry in draws.runs.items()
+    }
     datasets = {
         name: _dataset(f"{dataset_sheet} dataset {name}", row, genomes, genome_sheet, config["archives"])
         for name, row in usable.items()
@@ -572,7 +583,7 @@ def build_plan(config: Mapping[str, Any], schemas: Path) -> Plan:
         skipped_datasets=skipped,
         tokenizers=MappingProxyType(tokenizers),
         runs=MappingProxyType(runs),
-        finetune_jobs=_finetune_jobs(finetune["runs"], datasets, run_sweeps, config["ablations"]),
+        finetune_jobs=_finetune_jobs(finetune["runs"], finetune["seeds"], datasets, run_sweeps, config["ablations"], draws),
         finetune_seeds=tuple(finetune["seeds"]),
         finetune_settings=_frozen({k: v for k, v in finetune.items() if k not in ("runs", "seeds")}),
         probe_jobs=tuple(ProbeJob(tokenizer, name) for tokenizer in sorted(tokenizers) for name in probed),
@@ -789,6 +800,64 @@ def _expand_sweeps(ablations: Mapping[str, Mapping], kind: str, entries: Mapping
     return _Sweeps(entries, variant_of, {name: tuple(reached) for name, reached in points.items()})
 
 
+# Tokenizer types trained from a seed (VQ-VAE and HRQ codebooks, BPE's sampled windows): a draw trains them
+# again. K-mer and character tokenizers are fixed by their settings.
+_DRAWN_TOKENIZER_TYPES = frozenset({"vq", "hrq", "bpe"})
+
+
+@dataclass(frozen=True)
+class _Draws:
+    """The `tokenizers:` and `runs:` entries with those the `draws:` option remakes."""
+
+    tokenizers: Mapping[str, Mapping[str, Any]]
+    runs: Mapping[str, Mapping[str, Any]]
+    of: Mapping[str, tuple[str, int]]  # generated name -> (the config's entry, draw)
+
+
+def _expand_draws(draws: int, tokenizers: Mapping[str, Mapping], runs: Mapping[str, Mapping], finetuned: list[str]) -> _Draws:
+    """Draws 1 .. draws - 1 of every fine-tuned run: the pipeline made again from its seeds, each seed + k.
+
+    A learned tokenizer and an encoder are one draw of their seeds, and their scores move with it more than
+    with the fine-tuning seed. Draw k of a run trains its tokenizer again (when the workflow trains it from a
+    seed: vq, hrq, bpe) and pretrains its encoder again (the random-init control's initial weights too), each
+    with `seed` + k, as ``{name}_draw{k}``; its fine-tuning seeds are the finetune block's + k. Draw 0 is the
+    config's own entries. What comes from elsewhere (`path`, a `pretrained` folder the workflow does not make)
+    has nothing to draw and stays one.
+    """
+    tokenizers, runs, of = dict(tokenizers), dict(runs), {}
+
+    def drawn(entries: dict, name: str, k: int, changes: dict) -> str:
+        variant = f"{name}_draw{k}"
+        if variant in entries and variant not in of:
+            raise VqdnaError(f"draws: {k + 1} draws name draw {k} of {name!r} {variant!r}, which the config already uses; rename it")
+        entries[variant] = {**entries[name], **changes}
+        of[variant] = (name, k)
+        return variant
+
+    def drawn_tokenizer(name: str, k: int) -> str:
+        entry = tokenizers[name]
+        if "path" in entry or entry["type"] not in _DRAWN_TOKENIZER_TYPES:
+            return name
+        return drawn(tokenizers, name, k, {"seed": entry.get("seed", 0) + k})  # 0: every trainer's default seed
+
+    for k in range(1, draws):
+        pretrained_here = _pretrained_here(runs)
+        for name in finetuned:
+            entry = runs[name]
+            if "pretrained" not in entry:
+                drawn(runs, name, k, {"tokenizer": drawn_tokenizer(entry["tokenizer"], k), "seed": entry.get("seed", 0) + k})
+                continue
+            maker = pretrained_here.get(str(Path(entry["pretrained"])))
+            if maker is None:
+                continue
+            encoder = f"{maker[0]}_draw{k}"
+            if encoder not in runs:  # its maker is not fine-tuned itself, or comes later in finetune.runs
+                made = runs[maker[0]]
+                encoder = drawn(runs, maker[0], k, {"tokenizer": drawn_tokenizer(made["tokenizer"], k), "seed": made.get("seed", 0) + k})
+            drawn(runs, name, k, {"tokenizer": runs[encoder]["tokenizer"], "pretrained": f"results/pretrain/{encoder}"})
+    return _Draws(tokenizers, runs, of)
+
+
 def _check_genomes(where: str, names: Iterable[str], genomes: Mapping[str, Genome], sheet: str) -> None:
     unknown = [name for name in names if name not in genomes]
     if unknown:
@@ -800,7 +869,9 @@ def _check_folder(where: str, folder: str, file: str) -> None:
         raise VqdnaError(f"{where}: {folder} has no {file}")
 
 
-def _tokenizer(name: str, entry: Mapping[str, Any], sweeps: _Sweeps, genomes: Mapping[str, Genome], sheet: str) -> Tokenizer:
+def _tokenizer(
+    name: str, entry: Mapping[str, Any], sweeps: _Sweeps, genomes: Mapping[str, Genome], sheet: str, draw: tuple[str, int] | None
+) -> Tokenizer:
     path = entry.get("path")
     if path is None:
         _check_genomes(f"tokenizers.{name}.train_genomes", entry["train_genomes"], genomes, sheet)
@@ -818,6 +889,8 @@ def _tokenizer(name: str, entry: Mapping[str, Any], sweeps: _Sweeps, genomes: Ma
         model_files=model_files,
         variant_of=sweeps.variant_of.get(name),
         ablation=sweeps.points.get(name, ()),
+        draw=draw[1] if draw else 0,
+        draw_of=draw[0] if draw else None,
     )
 
 
@@ -836,6 +909,7 @@ def _run(
     genomes: Mapping[str, Genome],
     sheet: str,
     pretrained_here: Mapping[str, tuple[str, str]],
+    draw: tuple[str, int] | None,
 ) -> Run:
     if entry["tokenizer"] not in tokenizers:
         raise VqdnaError(f"runs.{name}.tokenizer: no tokenizer named {entry['tokenizer']!r}")
@@ -860,6 +934,8 @@ def _run(
         encoder_run=encoder_run,
         variant_of=sweeps.variant_of.get(name),
         ablation=sweeps.points.get(name, ()),
+        draw=draw[1] if draw else 0,
+        draw_of=draw[0] if draw else None,
     )
 
 
@@ -909,13 +985,28 @@ def _archive_name(where: str, source: str, archives: Mapping) -> str:
 
 
 def _finetune_jobs(
-    finetuned: list[str], datasets: Mapping[str, Dataset], run_sweeps: _Sweeps, ablations: Mapping[str, Mapping]
+    finetuned: list[str],
+    seeds: list[int],
+    datasets: Mapping[str, Dataset],
+    run_sweeps: _Sweeps,
+    ablations: Mapping[str, Mapping],
+    draws: _Draws,
 ) -> tuple[FinetuneJob, ...]:
-    """The `finetune:` runs on every dataset (or those its `runs` cell names), then each sweep run (Table 7c) not among them on its axis's datasets."""
-    jobs = [FinetuneJob(run, name) for run in finetuned for name in sorted(datasets) if run in (datasets[name].runs or finetuned)]
+    """The `finetune:` runs on every dataset (or those its `runs` cell names), then each sweep run (Table 7c) not
+    among them on its axis's datasets, then each draw of a `finetune:` run where that run goes, its seeds + k."""
+    seeds = tuple(seeds)
+    jobs = [
+        FinetuneJob(run, name, seeds) for run in finetuned for name in sorted(datasets) if run in (datasets[name].runs or finetuned)
+    ]
     for run, points in run_sweeps.points.items():
         if run not in finetuned:
             # The axis that reached the run last names its datasets (every dataset when it names none).
             swept = ablations[points[-1].axis].get("datasets") or sorted(datasets)
-            jobs += [FinetuneJob(run, name) for name in swept if name in datasets]
+            jobs += [FinetuneJob(run, name, seeds) for name in swept if name in datasets]
+    of_run = {job.run: [] for job in jobs}
+    for job in jobs:
+        of_run[job.run].append(job.dataset)
+    for variant, (run, k) in draws.of.items():
+        if variant in draws.runs and run in finetuned:
+            jobs += [FinetuneJob(variant, name, tuple(seed + k for seed in seeds)) for name in of_run[run]]
     return tuple(jobs)

@@ -107,10 +107,11 @@ def read_results(paths: list[str | Path]) -> Results:
 
 
 def read_plan(path_or_text: str) -> dict:
-    """``{"runs": {run: {tokenizer, type, variant_of, ablation}}, "tokenizers": {name: {type, variant_of, ablation}}}``.
+    """``{"runs": {run: {tokenizer, type, variant_of, ablation, draw_of, draw}}, "tokenizers": {name: {...the same}}}``.
 
     ``variant_of``: the base a sweep generated this one from (None for the
-    config's own); ``ablation``: ``[{axis, value}]``, every sweep it stands in.
+    config's own); ``ablation``: ``[{axis, value}]``, every sweep it stands in;
+    ``draw_of``: the entry a draw (``draws:``) made again from its seeds + ``draw``.
     """
     text = path_or_text if path_or_text.lstrip().startswith("{") else Path(path_or_text).read_text()
     plan = json.loads(text)
@@ -165,8 +166,17 @@ def _ours(row: str, method: str, column: str, score: Score | None, published: fl
 
 
 def _main_runs(plan: dict) -> list[str]:
-    """Runs that are not generated sweep variants, in config order."""
-    return [run for run, info in plan["runs"].items() if not info.get("variant_of")]
+    """Runs that are neither sweep variants nor draws, in config order."""
+    return [run for run, info in plan["runs"].items() if not info.get("variant_of") and not info.get("draw_of")]
+
+
+def pool_draws(results: Results, plan: dict) -> Results:
+    """A draw's fine-tuning results counted among the run it remakes: one cell, mean ± std over draws and seeds."""
+    pooled = Results(kmer=results.kmer, probe=results.probe, tokenizer=results.tokenizer)
+    for (run, dataset), per_seed in results.finetune.items():
+        base = plan["runs"].get(run, {}).get("draw_of") or run
+        pooled.finetune.setdefault((base, dataset), []).extend(per_seed)
+    return pooled
 
 
 def _run_label(plan: dict, run: str) -> str:
@@ -237,7 +247,7 @@ def tokenizer_table(published: list[dict], results: Results, plan: dict) -> list
     for run in _main_runs(plan):
         runs_of.setdefault(plan["runs"][run].get("tokenizer"), []).append(run)
     for name, info in plan["tokenizers"].items():
-        if info.get("variant_of"):
+        if info.get("variant_of") or info.get("draw_of"):
             continue
         beside = by_key.get(PUBLISHED_OF_TYPE.get(info.get("type", "")), {})
         method = f"{name} ({info.get('type', '?')}; ours)"
@@ -347,7 +357,7 @@ ABLATION_TITLES = {
 
 def write_paper_tables(result_files: list[str | Path], plan: dict, published_dir: str | Path, output_dir: str | Path) -> dict[str, Path]:
     """``table{1..7}.csv`` and ``.md`` in ``output_dir``; returns the paths written."""
-    results = read_results(result_files)
+    results = pool_draws(read_results(result_files), plan)
     output_dir = Path(output_dir)
     dataset_tables = {n: dataset_table(n, read_published(published_dir, PUBLISHED_FILES[n]), results, plan) for n in (3, 4, 5, 6)}
     tables: dict[int, dict[str, list[Cell]]] = {

@@ -14,16 +14,23 @@ index, label, prediction, logits):
     results/tokenizers/{tokenizer}/metrics.json                  usage, perplexity, reconstruction per level
     results/pretrain/{run}/metrics.json                          held-out masked-code accuracy and its baselines
 
-with the tables plan (``vqdna tables --plan``): each run's tokenizer, whether it is the random-init control and
-its place in the config. Written (:func:`write_comparison_tables`):
+with the tables plan (``vqdna tables --plan``): each run's tokenizer, whether it is the random-init control,
+its place in the config, and which run a draw remakes (``draws:``). A method's replicates are (draw, seed):
+draw k of a run (``{run}_draw{k}``, its tokenizer and encoder made again from every seed + k) adds its
+fine-tuning seeds to that run's, and two methods are paired replicate by replicate. Written
+(:func:`write_comparison_tables`):
 
 - ``comparison.csv``: one row per fact, columns :data:`COMPARISON_COLUMNS`; ``section`` says which:
-  ``score`` (a method's test metric on a dataset, percent, mean and sample std over seeds), ``tokenizer``
+  ``score`` (a method's test metric on a dataset, percent, mean and sample std over its replicates, counted in
+  ``seeds``), ``tokenizer``
   (usage and reconstruction percent, perplexity; per level), ``pretrain`` (held-out masked-code accuracy and the
   most-frequent-code baseline, percent, per level), ``tokens`` (tokens per nucleotide on a dataset's test split);
 - ``paired.csv``: one row per (method A, method B, dataset or ``average``), columns :data:`PAIRED_COLUMNS`:
-  A minus B in percentage points with its 95% percentile interval; ``beats`` when the interval lies above 0.
-  Pairs: every fine-tuned run minus the floor, then every two fine-tuned runs, A before B in the config;
+  A minus B in percentage points with its 95% percentile interval; ``beats`` when the interval lies above 0;
+  ``draws`` and ``per_draw``: how many draws were paired and the difference in each (mean over its seeds,
+  ``;``-separated), so a reader sees whether a draw of the tokenizer and encoder flips the sign (the interval
+  resamples test rows, not draws). Pairs: every fine-tuned run minus the floor, then every two fine-tuned runs,
+  A before B in the config;
 - ``comparison.md`` and ``paired.md``: the same, readable.
 
 A result that is missing is an empty CSV field and "–" in Markdown, never zero.
@@ -56,7 +63,9 @@ INTERVAL = (2.5, 97.5)  # percentiles of the replicates: a 95% interval
 COMPARISON_COLUMNS = ["section", "dataset", "method", "tokenizer", "run", "level", "quantity", "value", "std", "seeds", "note"]
 PAIRED_COLUMNS = [
     "method_a", "method_b", "dataset", "metric", "difference", "low", "high", "beats", "seeds_a", "seeds_b", "datasets", "replicates",
+    "draws", "per_draw",
 ]
+Replicate = tuple[int, int]  # (draw, fine-tuning seed)
 
 
 # -- metrics of every bootstrap replicate at once --------------------------------------------------------
@@ -159,9 +168,9 @@ def _resampled_ranks(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarra
 
 @dataclass
 class SeedScores:
-    """One method on one dataset's test rows: its metric per seed on all rows, and the mean over seeds in each replicate."""
+    """One method on one dataset's test rows: its metric per (draw, seed) on all rows, and their mean in each bootstrap replicate."""
 
-    seeds: list[int]
+    seeds: list[Replicate]
     on_all_rows: list[float]
     replicates: np.ndarray  # (replicates,)
 
@@ -172,39 +181,54 @@ class SeedScores:
 
 @dataclass
 class Difference:
-    """A minus B (means over seeds): on all rows, per seed, and in each replicate."""
+    """A minus B (means over replicates): on all rows, per (draw, seed), per draw, and in each bootstrap replicate."""
 
     value: float
     per_seed: list[float]
+    per_draw: list[float]  # mean over each draw's seeds, draws in order
     replicates: np.ndarray  # (replicates,)
 
     def summary(self) -> dict:
         low, high = np.percentile(self.replicates, INTERVAL)
-        return {"difference": self.value, "low": float(low), "high": float(high), "replicates": len(self.replicates), "per_seed": self.per_seed}
+        return {
+            "difference": self.value, "low": float(low), "high": float(high), "replicates": len(self.replicates),
+            "per_seed": self.per_seed, "per_draw": self.per_draw,
+        }
 
 
-def score_seeds(labels: np.ndarray, predictions: list[np.ndarray], metric: str, counts: np.ndarray, seeds: list[int] | None = None) -> SeedScores:
-    """Every seed's predictions on all rows and on each resample of ``counts`` (default seeds: 0, 1, ...)."""
+def score_seeds(
+    labels: np.ndarray, predictions: list[np.ndarray], metric: str, counts: np.ndarray, seeds: list[Replicate] | None = None
+) -> SeedScores:
+    """Every replicate's predictions on all rows and on each resample of ``counts`` (default: draw 0, seeds 0, 1, ...)."""
     replicates = np.mean([resampled_metric(labels, p, metric, counts) for p in predictions], axis=0)
-    return SeedScores(seeds or list(range(len(predictions))), [metric_on_all_rows(labels, p, metric) for p in predictions], replicates)
+    seeds = seeds or [(0, seed) for seed in range(len(predictions))]
+    return SeedScores(seeds, [metric_on_all_rows(labels, p, metric) for p in predictions], replicates)
 
 
 def difference(a: SeedScores, b: SeedScores) -> Difference:
-    """Per seed: A's seed minus B's same seed where both have the same seeds, else minus B's mean (the floor has one)."""
+    """Per (draw, seed): A's minus B's same replicate where both have the same ones, else minus B's mean (the floor,
+    an encoder from elsewhere: one draw)."""
     if a.seeds == b.seeds:
         per_seed = [x - y for x, y in zip(a.on_all_rows, b.on_all_rows, strict=True)]
     else:
         per_seed = [x - b.mean for x in a.on_all_rows]
-    return Difference(a.mean - b.mean, per_seed, a.replicates - b.replicates)
+    by_draw: dict[int, list[float]] = {}
+    for (draw, _), value in zip(a.seeds, per_seed, strict=True):
+        by_draw.setdefault(draw, []).append(value)
+    per_draw = [float(np.mean(by_draw[draw])) for draw in sorted(by_draw)]
+    return Difference(a.mean - b.mean, per_seed, per_draw, a.replicates - b.replicates)
 
 
 def mean_difference(differences: list[Difference]) -> Difference:
-    """The mean over datasets; per seed only where every dataset has the same number of seeds."""
-    per_seed = [d.per_seed for d in differences]
-    same_seeds = len({len(p) for p in per_seed}) == 1
+    """The mean over datasets; per seed (per draw) only where every dataset has the same number of them."""
+
+    def mean_where_aligned(lists: list[list[float]]) -> list[float]:
+        return [float(v) for v in np.mean(lists, axis=0)] if len({len(values) for values in lists}) == 1 else []
+
     return Difference(
         float(np.mean([d.value for d in differences])),
-        [float(v) for v in np.mean(per_seed, axis=0)] if same_seeds else [],
+        mean_where_aligned([d.per_seed for d in differences]),
+        mean_where_aligned([d.per_draw for d in differences]),
         np.mean([d.replicates for d in differences], axis=0),
     )
 
@@ -221,7 +245,7 @@ def paired_bootstrap(
 
     A and B predict the same rows; B may have one array (the floor) for every seed of A. Each replicate
     draws the test rows with replacement once, for every seed of both methods.
-    Returns ``{difference, low, high, replicates, per_seed}`` (metric units, not percent).
+    Returns ``{difference, low, high, replicates, per_seed, per_draw}`` (metric units, not percent).
     """
     counts = resample_counts(len(labels), replicates, np.random.default_rng(seed))
     return difference(score_seeds(labels, predictions_a, metric, counts), score_seeds(labels, predictions_b, metric, counts)).summary()
@@ -253,25 +277,29 @@ def paired_bootstrap_average(datasets: Mapping[str, PairedDataset], *, replicate
 
 @dataclass
 class MethodResult:
-    """One method on one dataset: each seed's metrics.json, and the file it was read from."""
+    """One method on one dataset: each replicate's metrics.json, and the file it was read from."""
 
     method: str
     dataset: str
     tokenizer: str  # "" for the floor
     run: str  # "" unless fine-tuned
-    by_seed: dict[int, tuple[dict, Path]] = field(default_factory=dict)
+    by_seed: dict[Replicate, tuple[dict, Path]] = field(default_factory=dict)  # (draw, seed) ->
 
     @property
     def metric(self) -> str:
         return next(iter(self.by_seed.values()))[0]["metric"]
 
     @property
-    def seeds(self) -> list[int]:
+    def seeds(self) -> list[Replicate]:
         return sorted(self.by_seed)
 
     @property
+    def draws(self) -> int:
+        return len({draw for draw, _ in self.by_seed})
+
+    @property
     def scores(self) -> list[float]:
-        """The test metric of each seed, percent."""
+        """The test metric of each replicate, percent."""
         return [100 * self.by_seed[seed][0]["test"][self.metric] for seed in self.seeds]
 
     @property
@@ -311,12 +339,14 @@ def read_comparison_inputs(paths: list[str | Path], plan: dict) -> ComparisonInp
         inputs.results_root = result.results_root
         entry = (result.metrics, result.path)
         if result.stage == "finetune":
-            tokenizer = plan["runs"].get(result.run, {}).get("tokenizer", "")
-            _method(inputs, result.dataset, result.run, tokenizer, result.run).by_seed[result.seed] = entry
+            info = plan["runs"].get(result.run, {})
+            run = info.get("draw_of") or result.run  # a draw's results are more replicates of the run it remakes
+            tokenizer = plan["runs"].get(run, {}).get("tokenizer", "")
+            _method(inputs, result.dataset, run, tokenizer, run).by_seed[(info.get("draw", 0), result.seed)] = entry
         elif result.stage == "kmer_baseline":
-            _method(inputs, result.dataset, FLOOR, "", "").by_seed[result.seed] = entry
+            _method(inputs, result.dataset, FLOOR, "", "").by_seed[(0, result.seed)] = entry
         elif result.stage == "probe":
-            _method(inputs, result.dataset, PROBE + result.tokenizer, result.tokenizer, "").by_seed[result.seed] = entry
+            _method(inputs, result.dataset, PROBE + result.tokenizer, result.tokenizer, "").by_seed[(0, result.seed)] = entry
         elif result.stage == "tokenizers":
             inputs.tokenizers[result.tokenizer] = result.metrics
         else:
@@ -329,8 +359,9 @@ def _method(inputs: ComparisonInputs, dataset: str, method: str, tokenizer: str,
 
 
 def finetuned_runs(plan: dict, inputs: ComparisonInputs) -> list[str]:
-    """The plan's fine-tuned runs in config order, then any other run with results (by name)."""
-    planned = sorted(plan["runs"], key=lambda run: (plan["runs"][run].get("order", len(plan["runs"])), run))
+    """The plan's fine-tuned runs in config order (their draws are replicates of them), then any other run with results (by name)."""
+    methods = [run for run, info in plan["runs"].items() if not info.get("draw_of")]
+    planned = sorted(methods, key=lambda run: (plan["runs"][run].get("order", len(plan["runs"])), run))
     found = sorted({m.run for m in inputs.methods.values() if m.run} - set(planned))
     return planned + found
 
@@ -402,10 +433,17 @@ def tokenizer_rows(plan: dict, inputs: ComparisonInputs) -> list[dict]:
     return rows
 
 
+def draws_of(plan: dict, run: str) -> list[str]:
+    """The run, then each of its draws in order."""
+    drawn = sorted((info.get("draw", 0), name) for name, info in plan["runs"].items() if info.get("draw_of") == run)
+    return [run] + [name for _, name in drawn]
+
+
 def pretrain_rows(plan: dict, inputs: ComparisonInputs) -> list[dict]:
-    """Held-out masked-code accuracy (%) of each fine-tuned run's pretraining and the most-frequent-code baseline, per level."""
+    """Held-out masked-code accuracy (%) of each fine-tuned run's pretraining (each draw's) and the most-frequent-code
+    baseline, per level."""
     rows = []
-    for run in finetuned_runs(plan, inputs):
+    for run in (drawn for method in finetuned_runs(plan, inputs) for drawn in draws_of(plan, method)):
         info = plan["runs"].get(run, {})
         metrics = inputs.pretrain.get(info.get("encoder_run") or run, {})  # a borrowed encoder: its maker's pretraining
         note = "control" if is_control(plan, inputs, run) else ""
@@ -479,12 +517,16 @@ class PairedRow:
     seeds_b: int | None = None
     datasets: int | None = None
     replicates: int | None = None
+    draws: int | None = None
+    per_draw: str | None = None  # each draw's difference, ";"-separated (with more than one draw)
 
     @classmethod
     def measured(cls, a: str, b: str, dataset: str, metric: str, found: Difference, seeds: tuple[int | None, int | None], datasets: int) -> PairedRow:
         summary = found.summary()
         low, high = 100 * summary["low"], 100 * summary["high"]
-        return cls(a, b, dataset, metric, 100 * summary["difference"], low, high, low > 0, *seeds, datasets, summary["replicates"])
+        draws = len(found.per_draw) or None
+        per_draw = ";".join(f"{100 * value:.4f}" for value in found.per_draw) if len(found.per_draw) > 1 else None
+        return cls(a, b, dataset, metric, 100 * summary["difference"], low, high, low > 0, *seeds, datasets, summary["replicates"], draws, per_draw)
 
 
 def pairs_in_order(plan: dict, inputs: ComparisonInputs) -> list[tuple[str, str]]:
@@ -587,7 +629,7 @@ def _scores_markdown(scores: pd.DataFrame) -> str:
         cells = [_shown(r.value, r.std, r.seeds) + ("*" if "nonstandard" in r.note else "") for r in by_method.loc[methods].itertuples()]
         lines.append([dataset, rows.quantity.iloc[0], *cells])
     footer = "\\* trained on a split the benchmark does not give (its dev split)." if scores.note.str.contains("nonstandard").any() else ""
-    return _table("Test scores (%, mean ± sample std over seeds) per dataset and method", header, lines, footer)
+    return _table("Test scores (%, mean ± sample std over seeds, and draws where there are several) per dataset and method", header, lines, footer)
 
 
 def _per_level(rows: pd.DataFrame, quantity: str, digits: int = 2) -> str:
@@ -637,10 +679,28 @@ def _tokens_markdown(tokens: pd.DataFrame) -> str:
 
 
 def paired_markdown(rows: list[PairedRow], replicates: int) -> str:
-    """One line per pair (A − B), one column per dataset (its metric beside it), then the mean over datasets."""
+    """One line per pair (A − B), one column per dataset (its metric beside it), then the mean over datasets;
+    with more than one draw, the same grid again with each draw's difference."""
     frame = pd.DataFrame([asdict(r) for r in rows], columns=PAIRED_COLUMNS)
     frame["pair"] = frame.method_a + " − " + frame.method_b
+    title = (
+        f"Paired differences A − B (percentage points of each dataset's metric; [95% paired bootstrap interval], "
+        f"{replicates} replicates; ✓: the interval lies above 0)"
+    )
     frame["shown"] = [_difference_shown(r) for r in frame.itertuples()]
+    text = _paired_grid(frame, title)
+    if frame.per_draw.notna().any():
+        frame["shown"] = [" / ".join(f"{float(v):+.2f}" for v in r.per_draw.split(";")) if isinstance(r.per_draw, str) else "–" for r in frame.itertuples()]
+        title = (
+            "Paired differences A − B in each draw (draw 0 / 1 / ..., mean over its seeds): the intervals above resample "
+            "test rows, not draws of the tokenizer and encoder"
+        )
+        text += "\n" + _paired_grid(frame, title)
+    return text
+
+
+def _paired_grid(frame: pd.DataFrame, title: str) -> str:
+    """Pairs by datasets of the ``shown`` column, the mean over datasets last."""
     per_dataset = frame[frame.dataset != "average"]
     metric = per_dataset.groupby("dataset").metric.first()
     average = frame[frame.dataset == "average"].set_index("pair")
@@ -651,10 +711,6 @@ def paired_markdown(rows: list[PairedRow], replicates: int) -> str:
         [pair, *cells, average.shown[pair], str(int(average.datasets[pair])) if pd.notna(average.datasets[pair]) else "–"]
         for pair, cells in zip(grid.index, grid.to_numpy(), strict=True)
     ]
-    title = (
-        f"Paired differences A − B (percentage points of each dataset's metric; [95% paired bootstrap interval], "
-        f"{replicates} replicates; ✓: the interval lies above 0)"
-    )
     return _table(title, header, lines)
 
 
