@@ -531,19 +531,21 @@ def test_a_failed_jobs_one_line_error_reaches_the_terminal(test_data, tmp_path, 
 
 
 def test_small_dry_run_plans_the_paper_in_miniature(tmp_path):
-    """config/small.yaml: four tokenizers, their four runs, the control and the pretrained encoder fine-tuned in full."""
+    """config/small.yaml: four tokenizers, their four runs, the control and the pretrained encoder fine-tuned in full,
+    three draws of all of it (draws 1 and 2 train VQ-VAE, HRQ and BPE again and pretrain every encoder again)."""
     shutil.copytree(REPO / "config", tmp_path / "config")  # a fresh folder: nothing built yet, every job planned
     result = _in_repo("--dry-run", "--cores", "1", "--directory", str(tmp_path), "--configfile", "config/small.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
     counts = _job_counts(result.stdout + result.stderr)
     config = yaml.safe_load((REPO / "config" / "small.yaml").read_text())
-    assert len(config["finetune"]["runs"]) == 6 and config["finetune"]["seeds"] == [0, 1, 2]
-    assert counts["train_tokenizer"] == counts["evaluate_tokenizer"] == 4
-    assert counts["tokenize_genome"] == 4 * 6
-    assert counts["pretrain_mlm"] == 5  # vq_bert_full fine-tunes vq_bert's encoder: not pretrained again
-    assert counts["finetune"] == 6 * 3 * 3
-    assert counts["linear_probe"] == 4 * 3 and counts["kmer_baseline"] == counts["prepare_dataset"] == 3
-    assert counts["tokenize_dataset"] == 4 * 3  # each dataset encoded once per tokenizer, for all its runs and seeds
+    assert len(config["finetune"]["runs"]) == 6 and config["finetune"]["seeds"] == [0] and config["draws"] == 3
+    tokenizers = 4 + 3 * 2  # the 6-mer tokenizer has no seed: one for every draw
+    assert counts["train_tokenizer"] == counts["evaluate_tokenizer"] == tokenizers
+    assert counts["tokenize_genome"] == tokenizers * 6
+    assert counts["pretrain_mlm"] == 5 * 3  # vq_bert_full fine-tunes vq_bert's encoder (each draw's): not pretrained again
+    assert counts["finetune"] == 6 * 3 * 3  # runs x datasets x draws, one fine-tuning seed each
+    assert counts["linear_probe"] == tokenizers * 3 and counts["kmer_baseline"] == counts["prepare_dataset"] == 3
+    assert counts["tokenize_dataset"] == tokenizers * 3  # each dataset encoded once per tokenizer, for all its runs and seeds
 
 
 def test_stride_dry_run_plans_the_stride_ablation(tmp_path):
