@@ -300,6 +300,8 @@ def test_draws_are_pooled_as_replicates_of_their_run_and_paired_draw_by_draw(tmp
         files.append(_result(root / "finetune" / name / "d1" / f"seed{draw}", "d1", labels, _noisy(labels, share, 2, rng), seed=draw))
         files.append(_write_json(root / "pretrain" / name / "metrics.json",
                                  {"steps": 10, "tokenizer": "vq", "heldout_masked_accuracy": [0.3 + draw / 10], "heldout_baselines": {"most_frequent": [0.1]}}))
+    for draw, tokenizer in enumerate(["vq", "vq_draw1"]):
+        files.append(_result(root / "probe" / tokenizer / "d1", "d1", labels, _noisy(labels, 0.3 + draw / 5, 2, rng), seed=0))
     info = {"type": "vq", "variant_of": None, "ablation": [], "control": False, "finetune_mode": None}
     plan = {"runs": {
         "pre": {**info, "tokenizer": "vq", "encoder_run": "pre", "draw_of": None, "draw": 0, "order": 0},
@@ -312,8 +314,12 @@ def test_draws_are_pooled_as_replicates_of_their_run_and_paired_draw_by_draw(tmp
     assert main(["tables", "--plan", json.dumps(plan), "--output-dir", str(out), "--replicates", "100", *map(str, files)]) == 0
 
     scores = {r["method"]: r for r in _rows(out / "comparison.csv") if r["section"] == "score"}
-    assert list(scores) == ["pre", "ctl", "kmer_lr"]  # a draw is no method of its own
-    assert (scores["pre"]["seeds"], scores["pre"]["tokenizer"]) == ("2", "vq")
+    assert list(scores) == ["pre", "ctl", "kmer_lr", "probe:vq"]  # a draw is no method of its own
+    assert (scores["pre"]["seeds"], scores["pre"]["tokenizer"]) == ("2", "vq") and scores["probe:vq"]["seeds"] == "2"
+    probes = {r["tokenizer"]: float(r["value"]) for r in _rows(out / "comparison.csv") if r["quantity"] == "probe_mcc"}
+    assert list(probes) == ["vq", "vq_draw1"] and probes["vq"] > probes["vq_draw1"]  # each draw's own probe
+    assert float(scores["probe:vq"]["value"]) == pytest.approx((probes["vq"] + probes["vq_draw1"]) / 2, abs=1e-3)
+    assert "| vq_draw1 |" in (out / "comparison.md").read_text()
     pretrained = [r["run"] for r in _rows(out / "comparison.csv") if r["section"] == "pretrain" and r["quantity"] == "masked_accuracy"]
     assert pretrained == ["pre", "pre_draw1", "ctl", "ctl_draw1"]  # each draw's pretraining has its row
 

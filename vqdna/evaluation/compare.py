@@ -10,7 +10,7 @@ index, label, prediction, logits):
 
     results/finetune/{run}/{dataset}/seed{seed}/metrics.json     a fine-tuned run: method ``{run}``
     results/kmer_baseline/{dataset}/seed{seed}/metrics.json      the floor: method ``kmer_lr``
-    results/probe/{tokenizer}/{dataset}/metrics.json             method ``probe:{tokenizer}``
+    results/probe/{tokenizer}/{dataset}/metrics.json             method ``probe:{tokenizer}`` (a draw's: its tokenizer's)
     results/tokenizers/{tokenizer}/metrics.json                  usage, perplexity, reconstruction per level
     results/pretrain/{run}/metrics.json                          held-out masked-code accuracy and its baselines
 
@@ -22,9 +22,10 @@ fine-tuning seeds to that run's, and two methods are paired replicate by replica
 
 - ``comparison.csv``: one row per fact, columns :data:`COMPARISON_COLUMNS`; ``section`` says which:
   ``score`` (a method's test metric on a dataset, percent, mean and sample std over its replicates, counted in
-  ``seeds``), ``tokenizer``
-  (usage and reconstruction percent, perplexity; per level), ``pretrain`` (held-out masked-code accuracy and the
-  most-frequent-code baseline, percent, per level), ``tokens`` (tokens per nucleotide on a dataset's test split);
+  ``seeds``; a probe's replicates are its tokenizer's draws), ``tokenizer`` (usage and reconstruction percent,
+  perplexity, per level; ``probe_{metric}``: each tokenizer's own probe per dataset, percent), ``pretrain``
+  (held-out masked-code accuracy and the most-frequent-code baseline, percent, per level), ``tokens`` (tokens
+  per nucleotide on a dataset's test split);
 - ``paired.csv``: one row per (method A, method B, dataset or ``average``), columns :data:`PAIRED_COLUMNS`:
   A minus B in percentage points with its 95% percentile interval; ``beats`` when the interval lies above 0;
   ``draws`` and ``per_draw``: how many draws were paired and the difference in each (mean over its seeds,
@@ -324,6 +325,7 @@ class ComparisonInputs:
     methods: dict[tuple[str, str], MethodResult] = field(default_factory=dict)  # (dataset, method) ->
     tokenizers: dict[str, dict] = field(default_factory=dict)  # tokenizer -> metrics.json
     pretrain: dict[str, dict] = field(default_factory=dict)  # run -> metrics.json
+    probes: dict[tuple[str, str], dict] = field(default_factory=dict)  # (tokenizer, each draw's own, dataset) -> metrics.json
     results_root: Path = Path("results")  # the folder the files lie in: the datasets' test splits are there too
 
     @property
@@ -346,7 +348,10 @@ def read_comparison_inputs(paths: list[str | Path], plan: dict) -> ComparisonInp
         elif result.stage == "kmer_baseline":
             _method(inputs, result.dataset, FLOOR, "", "").by_seed[(0, result.seed)] = entry
         elif result.stage == "probe":
-            _method(inputs, result.dataset, PROBE + result.tokenizer, result.tokenizer, "").by_seed[(0, result.seed)] = entry
+            info = plan["tokenizers"].get(result.tokenizer, {})
+            tokenizer = info.get("draw_of") or result.tokenizer  # each draw's probe, a replicate of its tokenizer's
+            _method(inputs, result.dataset, PROBE + tokenizer, tokenizer, "").by_seed[(info.get("draw", 0), result.seed)] = entry
+            inputs.probes[(result.tokenizer, result.dataset)] = result.metrics
         elif result.stage == "tokenizers":
             inputs.tokenizers[result.tokenizer] = result.metrics
         else:
@@ -430,6 +435,12 @@ def tokenizer_rows(plan: dict, inputs: ComparisonInputs) -> list[dict]:
                 })
         # on the held-out windows, for every tokenizer (the datasets' tokens table has only the fine-tuned ones)
         rows.append({"section": "tokenizer", "tokenizer": name, "level": None, "quantity": "tokens_per_nt", "value": measured.get("tokens_per_nt")})
+    # each tokenizer's own probes, draws apart (the scores section pools a tokenizer's draws)
+    for (name, dataset), metrics in sorted(inputs.probes.items()):
+        rows.append({
+            "section": "tokenizer", "tokenizer": name, "dataset": dataset, "quantity": f"probe_{metrics['metric']}",
+            "value": 100 * metrics["test"][metrics["metric"]],
+        })
     return rows
 
 
@@ -593,7 +604,7 @@ def comparison_markdown(plan: dict, rows: list[dict]) -> str:
     frame[["tokenizer", "note"]] = frame[["tokenizer", "note"]].fillna("")
     return "\n".join([
         _scores_markdown(frame[frame.section == "score"]),
-        _tokenizers_markdown(frame[frame.section == "tokenizer"], frame[frame.section == "score"]),
+        _tokenizers_markdown(frame[frame.section == "tokenizer"]),
         _pretrain_markdown(frame[frame.section == "pretrain"]),
         _tokens_markdown(frame[frame.section == "tokens"]),
     ])
@@ -637,12 +648,13 @@ def _per_level(rows: pd.DataFrame, quantity: str, digits: int = 2) -> str:
     return " / ".join(_shown(v, digits=digits) for v in values) if values.notna().any() else "–"
 
 
-def _tokenizers_markdown(tokenizers: pd.DataFrame, scores: pd.DataFrame) -> str:
+def _tokenizers_markdown(tokenizers: pd.DataFrame) -> str:
     """Held-out measurements per level, then the linear probe's score on each dataset probed."""
-    probes = scores[scores.method.str.startswith(PROBE) & scores.value.notna()]
-    probe_score = {(row.method.removeprefix(PROBE), row.dataset): _shown(row.value) for row in probes.itertuples()}
+    probes = tokenizers[tokenizers.quantity.str.startswith("probe_")].sort_values("dataset")
+    probe_score = {(row.tokenizer, row.dataset): _shown(row.value) for row in probes.itertuples()}
     probed = list(dict.fromkeys(probes.dataset))
-    metric = dict(zip(probes.dataset, probes.quantity, strict=True))
+    metric = {row.dataset: row.quantity.removeprefix("probe_") for row in probes.itertuples()}
+    tokenizers = tokenizers[~tokenizers.quantity.str.startswith("probe_")]
     lines = [
         [name, _per_level(rows, "tokens_per_nt", 3), _per_level(rows, "usage"), _per_level(rows, "perplexity", 1), _per_level(rows, "reconstruction_accuracy")]
         + [probe_score.get((name, dataset), "–") for dataset in probed]
