@@ -6,8 +6,9 @@
 Copies ``results/tables/comparison.{csv,md}`` and ``paired.{csv,md}`` (written by the workflow's make_tables:
 ``vqdna.evaluation.compare``) into ``benchmarks/results/small/``, and writes ``summary.json`` beside them:
 each paired comparison's mean over datasets (A minus B in percentage points, its 95% paired bootstrap
-interval, whether it lies above 0) and the run's wall time when one is given, either as seconds or as the
-Snakemake log it is read from (first to last timestamp). Prints the Markdown.
+interval, whether it lies above 0, and with several draws each draw's difference) and the run's wall time
+when one is given, either as seconds or as the Snakemake log it is read from (first to last timestamp).
+Prints the Markdown.
 
 Nothing is computed here: the numbers are the tables' own, so the kept copy cannot disagree with them.
 """
@@ -27,7 +28,7 @@ from machine import cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES = ("comparison.csv", "comparison.md", "paired.csv", "paired.md")
-AVERAGE_FIELDS = ["method_a", "method_b", "metric", "difference", "low", "high", "beats", "datasets", "replicates"]
+AVERAGE_FIELDS = ["method_a", "method_b", "metric", "difference", "low", "high", "beats", "datasets", "replicates", "draws", "per_draw"]
 SNAKEMAKE_TIMESTAMP = "[%a %b %d %H:%M:%S %Y]"  # how Snakemake's log opens each job's lines
 
 
