@@ -174,6 +174,7 @@ def test_draws_make_each_fine_tuned_run_again_from_every_seed_plus_k_and_leave_w
         "finetune_mode": None, "draw_of": "random", "draw": 2, "order": None,
     }
     assert tables_plan["tokenizers"]["vq_draw1"]["draw_of"] == "vq"
+    assert plan.draw_of["bert_full_draw1"] == "bert_full" and plan.draw_of["vq_draw2"] == "vq" and "bert" not in plan.draw_of
 
     one = _plan(_config(tmp_path, tokenizers=tokenizers, runs=runs, finetune=finetune))  # draws: 1, the default
     assert not any(run.draw for run in one.runs.values()) and len(one.finetune_jobs) == 5

@@ -115,3 +115,25 @@ def test_the_plot_command_names_what_is_missing_in_one_line(tmp_path, arguments,
                             capture_output=True, text=True)
     assert result.returncode == 1 and result.stderr.strip() == f"error: {message}"
     assert not (tmp_path / "x.png").exists() and np.array(list(tmp_path.iterdir())).size == 0
+
+
+def test_a_runs_draws_are_one_method_in_the_finetuning_plot(tmp_path, monkeypatch):
+    """draws: run a and a_draw1 are one bar with a dot per replicate; probes of vq and vq_draw1 likewise."""
+    finetuned, probes = [], []
+    for run, seed in (("a", 0), ("a_draw1", 1)):
+        path = tmp_path / "finetune" / run / "ds" / f"seed{seed}" / "metrics.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"metric": "mcc", "seed": seed, "history": [{"epoch": 1, "dev_mcc": 0.2}], "test": {"mcc": 0.3 + seed / 10}}))
+        finetuned.append(path)
+    for tokenizer, value in (("vq", 0.2), ("vq_draw1", 0.4)):
+        path = tmp_path / "probe" / tokenizer / "ds" / "metrics.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"metric": "mcc", "test": {"mcc": value}}))
+        probes.append(path)
+    saved = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: saved.setdefault("fig", fig))
+    plots.plot_finetuning("ds", finetuned, [], probes, tmp_path / "ds.png", {"a_draw1": "a", "vq_draw1": "vq"})
+    test_ax = saved["fig"].axes[1]
+    assert [label.get_text() for label in test_ax.get_yticklabels()] == ["a", "probe: vq"]
+    assert [bar.get_width() for bar in test_ax.patches] == pytest.approx([0.35, 0.3])  # means over the two draws
+    assert [len(dots.get_offsets()) for dots in test_ax.collections] == [2, 2]

@@ -345,6 +345,7 @@ def plot_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--finetuned", nargs="*", default=[], help="finetuning: every metrics.json of the dataset's fine-tuning jobs")
     p.add_argument("--floors", nargs="*", default=[], help="finetuning: the dataset's k-mer floor metrics.json")
     p.add_argument("--probes", nargs="*", default=[], help="finetuning: the dataset's linear-probe metrics.json files")
+    p.add_argument("--draw-of", default="{}", help="finetuning: JSON, run or tokenizer -> the entry its draw remakes (draws:)")
     p.add_argument("--tables", nargs="*", default=[], help="tables: the tidy table CSVs")
     p.add_argument("--benchmarks", help="runtime: the folder of benchmark TSVs (logs/benchmarks)")
     p.add_argument("--output", required=True, help="the PNG (tables, runtime: HTML) to write")
@@ -362,7 +363,7 @@ def cmd_plot(args: argparse.Namespace) -> None:
     elif args.kind == "pretraining":
         plots.plot_pretraining(args.metrics, args.curves, args.output)
     elif args.kind == "finetuning":
-        plots.plot_finetuning(args.dataset, args.finetuned, args.floors, args.probes, args.output)
+        plots.plot_finetuning(args.dataset, args.finetuned, args.floors, args.probes, args.output, json.loads(args.draw_of))
     elif args.kind == "tables":
         plots.tables_html(args.tables, args.output)
     else:

@@ -451,6 +451,12 @@ class Plan:
             ],
         }
 
+    @property
+    def draw_of(self) -> dict[str, str]:
+        """Every run and tokenizer a draw made -> the config's entry it remakes (the plots pool them)."""
+        made = [*self.runs.values(), *self.tokenizers.values()]
+        return {entry.name: entry.draw_of for entry in made if entry.draw_of}
+
     def tokenizer_curves(self, tokenizer: str) -> str | None:
         """A learned tokenizer's training curves (written with its training.json); baselines are built, not trained."""
         return f"results/tokenizers/{tokenizer}/curves.csv" if self.tokenizers[tokenizer].type in ("vq", "hrq") else None

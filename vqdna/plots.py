@@ -21,6 +21,7 @@ import csv
 import html
 import json
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -139,12 +140,24 @@ def plot_pretraining(metrics_path: str | Path, curves_path: str | Path, output: 
 # -- fine-tuning ---------------------------------------------------------------------------------------
 
 
-def plot_finetuning(dataset: str, finetuned: list[str | Path], floors: list[str | Path], probes: list[str | Path], output: str | Path) -> None:
-    """Dev curves per run and seed; test scores per method (seeds as dots) beside the floor and the probes."""
+def plot_finetuning(
+    dataset: str,
+    finetuned: list[str | Path],
+    floors: list[str | Path],
+    probes: list[str | Path],
+    output: str | Path,
+    draw_of: Mapping[str, str] | None = None,
+) -> None:
+    """Dev curves per run, seed and draw; test scores per method (replicates as dots) beside the floor and the probes.
+
+    ``draw_of``: run or tokenizer -> the config's entry its draw remakes (``draws:``); a draw is drawn as
+    more replicates of that entry, in its colour, not as a method of its own.
+    """
+    draw_of = draw_of or {}
     runs: dict[str, list[dict]] = defaultdict(list)
     for path in finetuned:
-        metrics = json.loads(Path(path).read_text())
-        runs[Path(path).parents[2].name].append(metrics)
+        run = Path(path).parents[2].name
+        runs[draw_of.get(run, run)].append(json.loads(Path(path).read_text()))
     metric = next(iter(runs.values()))[0]["metric"] if runs else "mcc"
     plt = _pyplot()
     fig, (dev_ax, test_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -157,18 +170,25 @@ def plot_finetuning(dataset: str, finetuned: list[str | Path], floors: list[str 
                         alpha=0.8, label=run if j == 0 else None)
         names.append(run)
         scores.append([m["test"][metric] for m in results])
-    for kind, paths in (("k-mer floor", floors), ("probe", probes)):
-        for path in paths:
-            metrics = json.loads(Path(path).read_text())
-            names.append(kind if kind == "k-mer floor" else f"probe: {Path(path).parents[1].name}")
-            scores.append([metrics["test"][metric]])
-    dev_ax.set_xlabel("epoch"), dev_ax.set_ylabel(f"dev {metric}"), dev_ax.set_title("dev curves (one line per seed)"), dev_ax.legend(fontsize=7)
+    probe_scores: dict[str, list[float]] = defaultdict(list)
+    for path in probes:
+        tokenizer = Path(path).parents[1].name
+        probe_scores[draw_of.get(tokenizer, tokenizer)].append(json.loads(Path(path).read_text())["test"][metric])
+    for path in floors:
+        names.append("k-mer floor")
+        scores.append([json.loads(Path(path).read_text())["test"][metric]])
+    for tokenizer, values in probe_scores.items():
+        names.append(f"probe: {tokenizer}")
+        scores.append(values)
+    replicates = "seed and draw" if draw_of else "seed"
+    dev_ax.set_xlabel("epoch"), dev_ax.set_ylabel(f"dev {metric}"), dev_ax.set_title(f"dev curves (one line per {replicates})")
+    dev_ax.legend(fontsize=7)
     means = [float(np.mean(s)) for s in scores]
     test_ax.barh(np.arange(len(names)), means, color=["tab:blue"] * len(runs) + ["tab:grey"] * (len(names) - len(runs)))
     for i, values in enumerate(scores):
         test_ax.scatter(values, [i] * len(values), color="black", s=10, zorder=3)
     test_ax.set_yticks(np.arange(len(names)), names, fontsize=8), test_ax.invert_yaxis()
-    test_ax.set_xlabel(f"test {metric} (bar: mean; dots: seeds)"), test_ax.set_title("test")
+    test_ax.set_xlabel(f"test {metric} (bar: mean; dots: each {replicates})"), test_ax.set_title("test")
     fig.suptitle(dataset, fontsize=10)
     _save(fig, output)
 

@@ -279,6 +279,10 @@ def get_finetuning_plot_inputs(wildcards):
     return PLAN.finetuning_plot_inputs(wildcards.dataset)
 
 
+def get_draw_of(wildcards):
+    return canonical_json(PLAN.draw_of)
+
+
 def get_plots(wildcards):
     return PLAN.plots
 

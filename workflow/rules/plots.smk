@@ -77,9 +77,10 @@ rule plot_finetuning:
         runtime=10,
     params:
         version=STAGE_VERSIONS["plots"],
+        draw_of=get_draw_of,
     shell:
         "python -m vqdna plot finetuning --dataset {wildcards.dataset:q} --finetuned {input.finetune:q}"
-        " --floors {input.kmer:q} --probes {input.probe:q} --output {output:q} > {log:q} 2>&1"
+        " --floors {input.kmer:q} --probes {input.probe:q} --draw-of {params.draw_of:q} --output {output:q} > {log:q} 2>&1"
 
 
 rule render_tables:
