@@ -561,11 +561,11 @@ def build_plan(config: Mapping[str, Any], schemas: Path) -> Plan:
             raise VqdnaError(f"finetune.runs: no run named {name!r}")
     draws = _expand_draws(config["draws"], tokenizer_sweeps.entries, run_sweeps.entries, finetune["runs"])
     tokenizers = {
-        name: _tokenizer(name, entry, tokenizer_sweeps, genomes, genome_sheet, draws.of.get(name))
+        name: _tokenizer(name, entry, tokenizer_sweeps, genomes, genome_sheet, draws.tokenizer_of.get(name))
         for name, entry in draws.tokenizers.items()
     }
     runs = {
-        name: _run(name, entry, run_sweeps, tokenizers, genomes, genome_sheet, _pretrained_here(draws.runs), draws.of.get(name))
+        name: _run(name, entry, run_sweeps, tokenizers, genomes, genome_sheet, _pretrained_here(draws.runs), draws.run_of.get(name))
         for name, entry in draws.runs.items()
     }
     datasets = {
@@ -817,7 +817,8 @@ class _Draws:
 
     tokenizers: Mapping[str, Mapping[str, Any]]
     runs: Mapping[str, Mapping[str, Any]]
-    of: Mapping[str, tuple[str, int]]  # generated name -> (the config's entry, draw)
+    tokenizer_of: Mapping[str, tuple[str, int]]  # generated tokenizer -> (the config's tokenizer, draw)
+    run_of: Mapping[str, tuple[str, int]]  # generated run -> (the config's run, draw)
 
 
 def _expand_draws(draws: int, tokenizers: Mapping[str, Mapping], runs: Mapping[str, Mapping], finetuned: list[str]) -> _Draws:
@@ -830,9 +831,9 @@ def _expand_draws(draws: int, tokenizers: Mapping[str, Mapping], runs: Mapping[s
     config's own entries. What comes from elsewhere (`path`, a `pretrained` folder the workflow does not make)
     has nothing to draw and stays one.
     """
-    tokenizers, runs, of = dict(tokenizers), dict(runs), {}
+    tokenizers, runs, tokenizer_of, run_of = dict(tokenizers), dict(runs), {}, {}
 
-    def drawn(entries: dict, name: str, k: int, changes: dict) -> str:
+    def drawn(entries: dict, of: dict, name: str, k: int, changes: dict) -> str:
         variant = f"{name}_draw{k}"
         if variant in entries and variant not in of:
             raise VqdnaError(f"draws: {k + 1} draws name draw {k} of {name!r} {variant!r}, which the config already uses; rename it")
@@ -844,24 +845,27 @@ def _expand_draws(draws: int, tokenizers: Mapping[str, Mapping], runs: Mapping[s
         entry = tokenizers[name]
         if "path" in entry or entry["type"] not in _DRAWN_TOKENIZER_TYPES:
             return name
-        return drawn(tokenizers, name, k, {"seed": entry.get("seed", 0) + k})  # 0: every trainer's default seed
+        return drawn(tokenizers, tokenizer_of, name, k, {"seed": entry.get("seed", 0) + k})  # 0: every trainer's default seed
+
+    def drawn_encoder(name: str, k: int) -> str:
+        entry = runs[name]
+        return drawn(runs, run_of, name, k, {"tokenizer": drawn_tokenizer(entry["tokenizer"], k), "seed": entry.get("seed", 0) + k})
 
     for k in range(1, draws):
         pretrained_here = _pretrained_here(runs)
         for name in finetuned:
             entry = runs[name]
             if "pretrained" not in entry:
-                drawn(runs, name, k, {"tokenizer": drawn_tokenizer(entry["tokenizer"], k), "seed": entry.get("seed", 0) + k})
+                drawn_encoder(name, k)
                 continue
             maker = pretrained_here.get(str(Path(entry["pretrained"])))
             if maker is None:
                 continue
             encoder = f"{maker[0]}_draw{k}"
-            if encoder not in runs:  # its maker is not fine-tuned itself, or comes later in finetune.runs
-                made = runs[maker[0]]
-                encoder = drawn(runs, maker[0], k, {"tokenizer": drawn_tokenizer(made["tokenizer"], k), "seed": made.get("seed", 0) + k})
-            drawn(runs, name, k, {"tokenizer": runs[encoder]["tokenizer"], "pretrained": f"results/pretrain/{encoder}"})
-    return _Draws(tokenizers, runs, of)
+            if encoder not in run_of:  # its maker is not fine-tuned itself, or comes later in finetune.runs
+                encoder = drawn_encoder(maker[0], k)
+            drawn(runs, run_of, name, k, {"tokenizer": runs[encoder]["tokenizer"], "pretrained": f"results/pretrain/{encoder}"})
+    return _Draws(tokenizers, runs, tokenizer_of, run_of)
 
 
 def _check_genomes(where: str, names: Iterable[str], genomes: Mapping[str, Genome], sheet: str) -> None:
@@ -1012,7 +1016,7 @@ def _finetune_jobs(
     of_run = {job.run: [] for job in jobs}
     for job in jobs:
         of_run[job.run].append(job.dataset)
-    for variant, (run, k) in draws.of.items():
-        if variant in draws.runs and run in finetuned:
+    for variant, (run, k) in draws.run_of.items():
+        if run in finetuned:
             jobs += [FinetuneJob(variant, name, tuple(seed + k for seed in seeds)) for name in of_run[run]]
     return tuple(jobs)
