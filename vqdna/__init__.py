@@ -20,7 +20,7 @@ STAGE_VERSIONS = {
     "finetune": {"none": 2, "batch": 3},  # per head_norm; batch 3: the best epoch is scored with its own running statistics
     "kmer_baseline": 1,
     "linear_probe": 1,
-    "make_tables": 3,
+    "make_tables": 4,  # 4: paired.csv gains draws and per_draw
     "analyse_codebook": 2,
     "plots": 1,
 }
