@@ -295,10 +295,6 @@ class MethodResult:
         return sorted(self.by_seed)
 
     @property
-    def draws(self) -> int:
-        return len({draw for draw, _ in self.by_seed})
-
-    @property
     def scores(self) -> list[float]:
         """The test metric of each replicate, percent."""
         return [100 * self.by_seed[seed][0]["test"][self.metric] for seed in self.seeds]
