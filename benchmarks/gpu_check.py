@@ -76,6 +76,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from finetune_memory import is_out_of_memory
+from machine import git_commit
 
 REPO = Path(__file__).resolve().parents[1]
 REPRODUCE_CONFIG = REPO / "config" / "reproduce.yaml"
@@ -113,17 +114,6 @@ def spec_peak_tflops(device_name: str) -> float | None:
         if key.lower() in device_name.lower():
             return tflops
     return None
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return os.environ.get("VQDNA_COMMIT", "unknown")
-    if out.returncode != 0:
-        return os.environ.get("VQDNA_COMMIT", "unknown")
-    return out.stdout.strip() + ("+uncommitted changes" if dirty.stdout.strip() else "")
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -1008,7 +998,7 @@ def main() -> int:
         caps[name] = float(seconds)
     args.outdir.mkdir(parents=True, exist_ok=True)
     result = {"check": "vqdna benchmarks/gpu_check.py", "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "commit": git_commit(), "argv": sys.argv[1:], "smoke": args.smoke, "budget_s": budget, "goals": GOALS,
+              "commit": git_commit(REPO), "argv": sys.argv[1:], "smoke": args.smoke, "budget_s": budget, "goals": GOALS,
               "not_checked": NOT_CHECKED, "sections": {}}
     result["preflight"] = preflight(args)
     result["total_seconds"] = round(time.time() - started, 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
@@ -44,3 +45,16 @@ def machine_info(device: str, threads: int) -> dict:
     else:
         info["device_name"] = info["cpu_name"]
     return info
+
+
+def git_commit(folder: Path) -> str:
+    """HEAD of the git checkout holding ``folder``, "+uncommitted changes" when tracked files differ from it;
+    ``VQDNA_COMMIT`` (else "unknown") where the folder is in no checkout, e.g. a tree copied without ``.git``."""
+    try:
+        out = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return os.environ.get("VQDNA_COMMIT", "unknown")
+    if out.returncode != 0:
+        return os.environ.get("VQDNA_COMMIT", "unknown")
+    return out.stdout.strip() + ("+uncommitted changes" if dirty.stdout.strip() else "")

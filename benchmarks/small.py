@@ -5,6 +5,7 @@
 
 Copies ``results/tables/comparison.{csv,md}`` and ``paired.{csv,md}`` (written by the workflow's make_tables:
 ``vqdna.evaluation.compare``) into ``benchmarks/results/small/``, and writes ``summary.json`` beside them:
+the results folder relative to the checkout that made it and that checkout's commit,
 each paired comparison's mean over datasets (A minus B in percentage points, its 95% paired bootstrap
 interval, whether it lies above 0, and with several draws each draw's difference) and the run's wall time
 when one is given, either as seconds or as the Snakemake log it is read from (first to last timestamp).
@@ -20,11 +21,12 @@ import json
 import math
 import os
 import shutil
+import subprocess
 from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
-from machine import cpu_name
+from machine import cpu_name, git_commit
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES = ("comparison.csv", "comparison.md", "paired.csv", "paired.md")
@@ -61,6 +63,18 @@ def wall_seconds_of_log(log: Path) -> float:
     return (stamps[-1] - stamps[0]).total_seconds()
 
 
+def _relative_to_checkout(path: Path) -> str:
+    """``path`` relative to the root of the git checkout holding it; as given where it is in none."""
+    folder = path if path.is_dir() else path.parent
+    try:
+        top = subprocess.run(["git", "-C", str(folder), "rev-parse", "--show-toplevel"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return str(path)
+    if top.returncode != 0:
+        return str(path)
+    return os.path.relpath(path.resolve(), Path(top.stdout.strip()).resolve())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, default=Path("results"), help="the workflow's results folder (default results)")
@@ -80,11 +94,14 @@ def main() -> None:
 
     wall_seconds = wall_seconds_of_log(args.snakemake_log) if args.snakemake_log else args.wall_seconds
     summary = {
-        "results": str(args.results),
+        # Where the results lie, relative to the checkout that made them, and that checkout's commit:
+        # what a reader needs to make them again (an absolute path names only this machine).
+        "results": _relative_to_checkout(args.results),
+        "commit": git_commit(args.results),
         "tables": list(TABLES),
         "paired_average": paired_averages(tables / "paired.csv"),
         "wall_seconds": wall_seconds,
-        "wall_seconds_from": str(args.snakemake_log) if args.snakemake_log else "--wall-seconds" if wall_seconds is not None else None,
+        "wall_seconds_from": _relative_to_checkout(args.snakemake_log) if args.snakemake_log else "--wall-seconds" if wall_seconds is not None else None,
         "machine": {"cpu_name": cpu_name(), "cpu_count": os.cpu_count()},
     }
     (args.output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

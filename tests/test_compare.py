@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -263,6 +264,28 @@ def test_the_benchmark_keeps_the_tables_and_the_averages(tables, tmp_path):
     assert (first["method_a"], first["method_b"], first["beats"], first["datasets"]) == ("zeta_vq", "kmer_lr", True, 2)
     assert summary["paired_average"][2]["difference"] is None  # never_run: nothing to compare
     assert (out / "paired.csv").read_text() == (tables / "paired.csv").read_text()
+
+
+def test_the_benchmark_names_the_results_by_their_checkout_and_commit(tables, tmp_path):
+    """An absolute path names one machine; the folder within its checkout and the commit say how to make it again."""
+    checkout = tmp_path / "clone"
+    results = checkout / "results"
+    shutil.copytree(tables.parent, results)
+    git = ["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", "init", "-q", str(checkout)], check=True)
+    (checkout / "Snakefile").write_text("# tracked\n")
+    subprocess.run([*git, "add", "Snakefile"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "c"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    out = tmp_path / "small"
+    command = [sys.executable, str(REPO / "benchmarks" / "small.py"), "--results", str(results), "--output", str(out), "--wall-seconds", "60"]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["results"], summary["commit"], summary["wall_seconds_from"]) == ("results", head, "--wall-seconds")
+    (checkout / "Snakefile").write_text("# changed\n")
+    subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads((out / "summary.json").read_text())["commit"] == head + "+uncommitted changes"
 
 
 def test_a_methods_notes_show_once_in_the_markdown_header():
