@@ -4,9 +4,10 @@ Snakemake deletes a rule's declared outputs before it reruns the rule, so the
 state lives beside them (``results/pretrain_state/{run}/``), where Snakemake
 cannot invalidate it. Two guards replace that invalidation:
 
-- a checkpoint is complete only when ``COMPLETE``, written last and fsynced,
-  exists: a job killed while writing (SIGKILL, node failure) leaves a folder
-  without it, which is ignored and removed;
+- a checkpoint is complete only when ``COMPLETE``, written last, fsynced and
+  renamed into place (never seen half-written), exists: a job killed while
+  writing (SIGKILL, node failure) leaves a folder without it, which is ignored
+  and removed;
 - each checkpoint carries a fingerprint of everything its numbers depend on
   (run settings, tokenizer hash, the token files' bytes, package and stage
   version); one that does not match the run being started is never resumed.
@@ -59,10 +60,13 @@ def fingerprint(run_settings: dict, tokenizer_hash: str, token_files: list[str |
 
 
 def _fsync_write(path: Path, text: str) -> None:
-    with open(path, "w") as handle:
+    """Write ``path`` whole or not at all: a kill mid-write leaves no file, never an empty one."""
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w") as handle:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
+    os.replace(partial, path)
 
 
 def _step(folder: Path) -> int:
@@ -76,15 +80,15 @@ def _checkpoints(state_dir: Path) -> list[Path]:
     return sorted(folders, key=_step, reverse=True)
 
 
-def _is_complete(folder: Path) -> bool:
-    return (folder / MARKER).is_file()
-
-
 def _marker(folder: Path) -> dict:
     try:
         return json.loads((folder / MARKER).read_text())
     except (OSError, json.JSONDecodeError):
         return {}
+
+
+def _is_complete(folder: Path) -> bool:
+    return "step" in _marker(folder)
 
 
 def latest_checkpoint(state_dir: str | Path, expected_fingerprint: str) -> Path | None:
