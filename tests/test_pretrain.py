@@ -269,12 +269,12 @@ def test_a_checkpoint_of_another_configuration_is_not_resumed(corpus, tmp_path):
 
 
 def test_a_marker_cut_short_by_a_kill_marks_its_checkpoint_incomplete(tmp_path):
-    # The marker is written to a side file and renamed; an empty or torn marker
+    # The marker is written to a temporary file and renamed; an empty or torn marker
     # (a kill between open and write) must still never count as complete.
     state = tmp_path / "state"
     for step in (3, 6):
         checkpoints.save_checkpoint(state, step, "fp", torch.nn.Linear(1, 1), {"step": step})
-    assert not list(state.rglob("*.partial"))
+    assert not list(state.rglob(f".{checkpoints.MARKER}.tmp-*"))
     (state / "checkpoint-6" / checkpoints.MARKER).write_text('{"step": 6, "finger')
     assert checkpoints.latest_checkpoint(state, "fp") == state / "checkpoint-3"
     assert not (state / "checkpoint-6").exists()

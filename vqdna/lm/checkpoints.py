@@ -30,6 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vqdna import STAGE_VERSIONS, __version__
+from vqdna.artifacts import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +62,10 @@ def fingerprint(run_settings: dict, tokenizer_hash: str, token_files: list[str |
 
 def _fsync_write(path: Path, text: str) -> None:
     """Write ``path`` whole or not at all: a kill mid-write leaves no file, never an empty one."""
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "w") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w") as handle:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(partial, path)
 
 
 def _step(folder: Path) -> int:
