@@ -77,13 +77,14 @@ def _sacct(since: str) -> list[tuple[str, str]]:
     return [tuple(line.split("|")[:2]) for line in result.stdout.splitlines() if line.strip()]
 
 
-def _wait_for_running(rule: str, process: subprocess.Popen, timeout: float = 300) -> str:
+def _wait_for_running(rule: str, process: subprocess.Popen, since: str, timeout: float = 300) -> str:
+    """The id of this run's job of ``rule`` once it runs: submitted at or after ``since``, so never a job left by an earlier run."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        result = subprocess.run(["squeue", "-h", "-o", "%i|%k|%T"], capture_output=True, text=True)
+        result = subprocess.run(["squeue", "-h", "-o", "%i|%k|%T|%V"], capture_output=True, text=True)
         for line in result.stdout.splitlines():
-            job_id, comment, state = line.split("|")
-            if comment.startswith(f"rule_{rule}") and state == "RUNNING":
+            job_id, comment, state, submitted = line.split("|")
+            if comment.startswith(f"rule_{rule}") and state == "RUNNING" and submitted >= since:
                 return job_id
         if process.poll() is not None:
             pytest.fail(f"snakemake ended before {rule} ran: {process.stderr.read()[-3000:]}")
@@ -98,7 +99,7 @@ def test_cancelled_then_rerun_through_sbatch_equals_the_local_run(slurm, workflo
 
     # 1. Cancel the tokenizer's training job while it runs: the run fails, nothing looks complete.
     process = subprocess.Popen(_snakemake(workdir, *TARGETS), cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    job_id = _wait_for_running("train_tokenizer_wildcards_vq512", process)
+    job_id = _wait_for_running("train_tokenizer_wildcards_vq512", process, since)
     time.sleep(5)  # well into training
     subprocess.run(["scancel", job_id], check=True)
     _, stderr = process.communicate(timeout=600)
